@@ -1,0 +1,117 @@
+"""The `crdt-state` command: serve, token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .config import Settings, environment_help
+
+WS_MAX_SIZE_MARGIN = 1024 * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crdt-state", description="Collaborative state server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind [127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8001, help="port [8001]")
+    serve.add_argument(
+        "--dev", action="store_true", help="no authentication (loopback only, for local use)"
+    )
+    serve.add_argument("--log-level", default="info")
+
+    token = commands.add_parser(
+        "token", help="mint a bearer token for local use (signed with JWT_SECRET_KEY)"
+    )
+    token.add_argument("--sub", required=True, help="the subject (user or service)")
+    token.add_argument(
+        "--workspace",
+        action="append",
+        default=[],
+        metavar="WS=ROLE",
+        help="a role in a workspace: read, write or admin ('*' for every workspace)",
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires [3600]")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _token(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .auth import is_loopback_host
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env()
+    settings.dev = args.dev
+    if settings.dev:
+        if not is_loopback_host(args.host):
+            print("--dev runs without authentication and only binds to loopback.", file=sys.stderr)
+            return 2
+        print(
+            "*** DEV MODE: authentication is OFF. Anyone on this machine can read and write. ***",
+            file=sys.stderr,
+        )
+    elif not settings.jwt_secret_key:
+        print(
+            "JWT_SECRET_KEY is not set: set it (32+ bytes), or use --dev on loopback.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes + WS_MAX_SIZE_MARGIN,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .auth import mint_token
+
+    secret = os.environ.get("JWT_SECRET_KEY")
+    if not secret:
+        print("JWT_SECRET_KEY is not set.", file=sys.stderr)
+        return 2
+    workspaces = {}
+    for item in args.workspace:
+        name, sep, role = item.partition("=")
+        if not sep:
+            print(f"--workspace {item!r}: expected WS=ROLE", file=sys.stderr)
+            return 2
+        workspaces[name] = role
+    try:
+        print(mint_token(secret, args.sub, workspaces, ttl_seconds=args.ttl))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

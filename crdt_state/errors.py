@@ -1,0 +1,71 @@
+"""Errors with a stable code, an HTTP status and a sentence a user can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StateError(Exception):
+    """Base of every error the server reports to a caller."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(StateError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(StateError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(StateError):
+    code = "forbidden"
+    status = 403
+
+
+class PanelNotFound(StateError):
+    code = "panel_not_found"
+    status = 404
+
+
+class PanelExists(StateError):
+    code = "panel_exists"
+    status = 409
+
+
+class StaleEpoch(StateError):
+    """The panel was deleted or re-created since the caller loaded it."""
+
+    code = "stale_epoch"
+    status = 409
+
+
+class InvalidValue(StateError):
+    """A value the document cannot hold faithfully (NaN, huge int, bytes, non-string key...)."""
+
+    code = "invalid_value"
+    status = 422
+
+
+class TooLarge(StateError):
+    code = "too_large"
+    status = 413
+
+
+class Unavailable(StateError):
+    """A dependency (database, Redis) is down; the caller may retry later."""
+
+    code = "unavailable"
+    status = 503

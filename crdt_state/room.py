@@ -1,0 +1,357 @@
+"""A room: one live panel doc, its clients, its presence. One asyncio task owns the doc.
+
+Connections and REST handlers never touch the doc: they hand the room work through its inbox
+(`submit` for protocol messages, `call` for anything that wants an answer) and the room's task
+runs it. Work is synchronous inside the task, so each step sees and leaves a consistent doc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pycrdt import merge_updates
+
+from .awareness import Presence
+from .connection import CLOSE_BAD_MESSAGE, CLOSE_TOO_LARGE, Connection
+from .document import PanelDoc
+from .errors import StateError
+from .ports import (
+    Change,
+    ChangeType,
+    FanoutKind,
+    FanoutMessage,
+    PanelInfo,
+    PanelKey,
+    TriggeredBy,
+    UpdateLog,
+    utcnow,
+)
+from .protocol import (
+    Message,
+    MessageType,
+    ProtocolError,
+    SyncType,
+    awareness_message,
+    decode_awareness,
+    encode_awareness,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+from .replay import write_checkpoint
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE_VECTOR = b"\x00"
+
+
+def is_crdt_panic(exc: BaseException) -> bool:
+    # pycrdt's Rust panics surface as pyo3's PanicException, a BaseException.
+    return type(exc).__name__ == "PanicException"
+
+
+@dataclass(slots=True)
+class RoomSettings:
+    checkpoint_every: int = 1000
+    max_awareness_bytes: int = 64 * 1024
+    inbox_size: int = 1024
+
+
+class Room:
+    def __init__(
+        self,
+        key: PanelKey,
+        panel: PanelDoc,
+        info: PanelInfo,
+        *,
+        checkpoint_version: int,
+        log_store: UpdateLog,
+        submit_change: Callable[[Change], asyncio.Future[int]],
+        publish: Callable[[PanelKey, FanoutMessage], None],
+        replica_id: str,
+        settings: RoomSettings,
+    ) -> None:
+        self.key = key
+        self.panel = panel
+        self.epoch = info.epoch
+        self.version = info.version
+        self.updated_at: datetime = info.updated_at
+        self.checkpoint_version = checkpoint_version
+        self.log = log_store
+        self._submit_change = submit_change
+        self._publish = publish
+        self.replica_id = replica_id
+        self.settings = settings
+        self.connections: set[Connection] = set()
+        self.presence = Presence()
+        self.last_used = time.monotonic()
+        self.dropped_read_only = 0
+        self.inbox: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], Any]] = (
+            asyncio.Queue(settings.inbox_size)
+        )
+        self._captured: list[bytes] = []
+        self._subscription = panel.doc.observe(self._on_transaction)
+        self._changes = 0
+        self._full_state: tuple[int, bytes] | None = None
+        self._view: dict[str, Any] | None = None
+        self._pending: set[asyncio.Future[int]] = set()
+        self._checkpointing: asyncio.Task[Any] | None = None
+        self._task = asyncio.create_task(self._run(), name=f"room {key}")
+        self.closed = False
+
+    # -- the room's task ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            fn, args, future = await self.inbox.get()
+            if fn is _STOP:
+                return
+            try:
+                result = fn(*args)
+            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # PanicException included: the room must live on
+                if future is None:
+                    log.exception("room %s: %s failed", self.key, getattr(fn, "__name__", fn))
+                elif not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            else:
+                if future is not None and not future.done():
+                    future.set_result(result)
+
+    async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue work without waiting for it (waits only for room in a full inbox)."""
+        self.last_used = time.monotonic()
+        await self.inbox.put((fn, args, None))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the room's task and return its result."""
+        self.last_used = time.monotonic()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self.inbox.put((fn, args, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Finish queued work, wait for pending log writes, let go of the doc."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.inbox.put((_STOP, (), None))
+        await self._task
+        await self.settle()
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        self.panel.doc.unobserve(self._subscription)
+        self._captured.clear()
+
+    async def settle(self) -> None:
+        """Wait for every change applied so far to be committed to the log."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -- work run inside the task ---------------------------------------------------------
+
+    def join(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        conn.send(sync_step1(self.panel.doc.get_state()))
+        present = self.presence.current()
+        if present:
+            conn.send(awareness_message(encode_awareness(present)))
+
+    def leave(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.last_used = time.monotonic()
+        removed = self.presence.remove_owner(conn)
+        if removed:
+            self._relay_awareness(awareness_message(encode_awareness(removed)), None)
+
+    def receive(self, conn: Connection, message: Message) -> None:
+        if conn.closing or conn not in self.connections:
+            return
+        try:
+            self._dispatch(conn, message)
+        except ProtocolError as exc:
+            log.info("room %s: closing a client that sent a bad message: %s", self.key, exc)
+            conn.close(CLOSE_BAD_MESSAGE, str(exc))
+
+    def _dispatch(self, conn: Connection, message: Message) -> None:
+        if message.type == MessageType.SYNC:
+            if message.sync_type == SyncType.STEP1:
+                conn.send(sync_step2(self._encode_missing(message.payload)))
+            elif not conn.can_write:
+                self.dropped_read_only += 1
+            else:
+                self.apply_update(message.payload, conn, trigger_source="yjs")
+        elif message.type == MessageType.AWARENESS:
+            if not conn.can_write:
+                self.dropped_read_only += 1
+                return
+            if len(message.payload) > self.settings.max_awareness_bytes:
+                conn.close(CLOSE_TOO_LARGE, "awareness state too large")
+                return
+            changed = self.presence.apply(decode_awareness(message.payload), conn)
+            if changed:
+                self._relay_awareness(awareness_message(encode_awareness(changed)), conn)
+        elif message.type == MessageType.QUERY_AWARENESS:
+            conn.send(awareness_message(encode_awareness(self.presence.current())))
+
+    def apply_update(
+        self,
+        update: bytes,
+        origin: Connection | None,
+        *,
+        trigger_source: str,
+        triggered_by: TriggeredBy = TriggeredBy.USER,
+        subject: str | None = None,
+        change_type: ChangeType = ChangeType.UPDATED,
+    ) -> asyncio.Future[int] | None:
+        """Apply a Yjs update; broadcast, log and publish what it changed.
+
+        Returns the future of its log version, or None when it changed nothing.
+        """
+        if update == EMPTY_UPDATE:
+            return None
+        error: ProtocolError | None = None
+        try:
+            with self.panel.doc.transaction(origin=origin):
+                self.panel.doc.apply_update(update)
+        except ValueError as exc:
+            error = ProtocolError(f"invalid Yjs update: {exc}")
+        except BaseException as exc:
+            if not is_crdt_panic(exc):
+                raise
+            error = ProtocolError("invalid Yjs update: the CRDT library refused it")
+        # Whatever the doc did take in is broadcast and logged, so replicas and log agree.
+        future = self._changed(origin, trigger_source, triggered_by, subject, change_type)
+        if error is not None:
+            raise error
+        return future
+
+    def _changed(
+        self,
+        origin: Connection | None,
+        trigger_source: str,
+        triggered_by: TriggeredBy,
+        subject: str | None,
+        change_type: ChangeType,
+    ) -> asyncio.Future[int] | None:
+        if not self._captured:
+            return None
+        # One transaction gives one event; merging a handful is cheap should there be more.
+        captured, self._captured = self._captured, []
+        delta = captured[0] if len(captured) == 1 else merge_updates(*captured)
+        self._changes += 1
+        self._view = None
+        frame = sync_update(delta)
+        for conn in self.connections:
+            if conn is not origin:
+                conn.send(frame)
+        change = Change(
+            key=self.key,
+            epoch=self.epoch,
+            update=delta,
+            change_type=change_type,
+            triggered_by=triggered_by,
+            trigger_source=trigger_source,
+            subject=subject if subject is not None else (origin.subject if origin else None),
+        )
+        future = self._submit_change(change)
+        self._pending.add(future)
+        future.add_done_callback(self._committed)
+        self._publish(self.key, FanoutMessage(FanoutKind.UPDATE, delta, self.replica_id))
+        return future
+
+    def apply_remote(self, message: FanoutMessage) -> None:
+        """A change another replica applied and logged: apply and show it, do not re-log it."""
+        if message.kind == FanoutKind.UPDATE:
+            with self.panel.doc.transaction(origin="remote"):
+                self.panel.doc.apply_update(message.payload)
+            if self._captured:
+                self._captured = []
+                self._changes += 1
+                self._view = None
+                frame = sync_update(message.payload)
+                for conn in self.connections:
+                    conn.send(frame)
+        elif message.kind == FanoutKind.AWARENESS:
+            changed = self.presence.apply(decode_awareness(message.payload), message.origin)
+            if changed:
+                frame = awareness_message(encode_awareness(changed))
+                for conn in self.connections:
+                    conn.send(frame)
+
+    def view(self) -> tuple[dict[str, Any], int, datetime]:
+        """The JSON view (cached until the next change), its version and time."""
+        if self._view is None:
+            self._view = self.panel.render()
+        return self._view, self.version, self.updated_at
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _on_transaction(self, event: Any) -> None:
+        # Runs inside pycrdt: must not raise nor touch the doc.
+        self._captured.append(event.update)
+
+    def _encode_missing(self, state_vector: bytes) -> bytes:
+        # Cold joins all ask for everything: encode the full state once per change.
+        if state_vector == EMPTY_STATE_VECTOR:
+            if self._full_state is None or self._full_state[0] != self._changes:
+                self._full_state = (self._changes, self.panel.doc.get_update())
+            return self._full_state[1]
+        try:
+            return self.panel.doc.get_update(state_vector)
+        except ValueError as exc:
+            raise ProtocolError(f"invalid state vector: {exc}") from None
+        except BaseException as exc:
+            if is_crdt_panic(exc):
+                raise ProtocolError("invalid state vector") from None
+            raise
+
+    def _relay_awareness(self, frame: bytes, sender: Connection | None) -> None:
+        for conn in self.connections:
+            if conn is not sender:
+                conn.send(frame)
+        self._publish(
+            self.key, FanoutMessage(FanoutKind.AWARENESS, frame[1:], self.replica_id)
+        )
+
+    def _committed(self, future: asyncio.Future[int]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("room %s: a change was refused by the log: %s", self.key, exc)
+            return
+        version = future.result()
+        if version > self.version:
+            self.version = version
+            self.updated_at = utcnow()
+        if (
+            self.version - self.checkpoint_version >= self.settings.checkpoint_every
+            and self._checkpointing is None
+        ):
+            self._checkpointing = asyncio.create_task(self._checkpoint(self.version))
+
+    async def _checkpoint(self, until: int) -> None:
+        try:
+            checkpoint = await write_checkpoint(self.log, self.key, until)
+            if checkpoint is not None:
+                self.checkpoint_version = max(self.checkpoint_version, checkpoint.version)
+        except StateError as exc:
+            log.info("room %s: checkpoint skipped: %s", self.key, exc)
+        except Exception:
+            log.exception("room %s: checkpoint failed", self.key)
+        finally:
+            self._checkpointing = None
+
+
+def _STOP() -> None:  # sentinel for the inbox
+    return None

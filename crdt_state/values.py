@@ -1,0 +1,77 @@
+"""What a panel can hold: JSON values the CRDT stores faithfully, checked before they touch a doc.
+
+Some values make pycrdt panic with an exception `except Exception` does not catch (huge ints,
+non-string keys); others would silently change (NaN, bytes). All are refused here, with the
+JSON Pointer of the offending value, before any transaction starts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import InvalidValue
+
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_DEPTH = 64
+
+
+def escape_token(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def check_json(value: Any, pointer: str = "", depth: int = 0) -> None:
+    """Raise InvalidValue unless `value` is a JSON value the document can hold as is."""
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            _check_text(value, pointer)
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise InvalidValue(
+                f"The integer at '{pointer or '/'}' is outside ±(2^53−1); "
+                "send it as a string to keep every digit.",
+                path=pointer,
+            )
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(
+                f"The number at '{pointer or '/'}' is not finite; JSON has no NaN or Infinity.",
+                path=pointer,
+            )
+        return
+    if depth >= MAX_DEPTH:
+        raise InvalidValue(
+            f"The value at '{pointer or '/'}' nests deeper than {MAX_DEPTH} levels.", path=pointer
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidValue(
+                    f"The object at '{pointer or '/'}' has a non-string key {key!r}; "
+                    "JSON object keys are strings.",
+                    path=pointer,
+                )
+            _check_text(key, pointer)
+            check_json(item, f"{pointer}/{escape_token(key)}", depth + 1)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json(item, f"{pointer}/{index}", depth + 1)
+        return
+    raise InvalidValue(
+        f"The value at '{pointer or '/'}' is a {type(value).__name__}, not a JSON value "
+        "(object, array, string, number, boolean or null).",
+        path=pointer,
+    )
+
+
+def _check_text(text: str, pointer: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(
+            f"The string at '{pointer or '/'}' holds a lone surrogate, which is not valid UTF-8.",
+            path=pointer,
+        ) from None

@@ -1,0 +1,122 @@
+"""The y-websocket face at the wire: handshake, updates, and what a bad message gets."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from crdt_state import protocol
+
+from .conftest import token
+from .server import ServerProcess
+from .wire import RawPeer
+
+
+def rest_state(server: ServerProcess, panel: str, workspace: str = "ws") -> dict:
+    response = httpx.get(
+        f"{server.http}/api/state/{workspace}/{panel}",
+        headers={"Authorization": f"Bearer {token()}"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def writer(server: ServerProcess, panel: str) -> RawPeer:
+    peer = await RawPeer.open(f"{server.yjs_url('ws')}/{panel}?token={token()}")
+    await peer.sync()
+    return peer
+
+
+async def test_a_writer_creates_the_panel_and_its_edit_is_readable_as_json(server):
+    peer = await writer(server, "p1")
+    await peer.set("title", "hello")
+    body = rest_state(server, "p1")
+    assert body["state"]["$state"] == {"title": "hello"}
+    assert body["version"] == 2  # 1 is the creation
+    assert body["panelId"] == "p1" and body["workspaceId"] == "ws"
+    await peer.close()
+
+
+async def test_an_update_reaches_other_clients_but_not_its_sender(server):
+    a = await writer(server, "p2")
+    b = await writer(server, "p2")
+    await a.set("x", 1)
+    message = await b.recv()
+    assert message.type == protocol.MessageType.SYNC
+    assert message.sync_type == protocol.SyncType.UPDATE
+    b.doc.apply_update(message.payload)
+    assert b.state["x"] == 1
+    await b.set("y", 2)  # a's next frame is b's update, not an echo of its own
+    echo_or_b = await a.recv()
+    a.doc.apply_update(echo_or_b.payload)
+    assert a.state["y"] == 2
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize(
+    "frame, why",
+    [
+        (b"\x07\x00", "unknown message type"),
+        (b"\x00\x02\x10abc", "truncated update"),
+        (b"\x00\x02\x05\xff\xff\xff\xff\xff", "garbage update"),
+        (b"\x00\x09\x00", "unknown sync type"),
+        (b"\x01\x03\x01\x02", "truncated awareness"),
+        (b"\x01" + protocol.write_var_bytes(b"\x01\x05\x01\x03{x}"), "awareness not JSON"),
+        (b"\x00\x02\x00extra", "trailing bytes"),
+        (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff", "varuint overflow"),
+    ],
+)
+async def test_a_bad_message_closes_only_its_connection_and_changes_nothing(server, frame, why):
+    bystander = await writer(server, "bad")
+    await bystander.set("kept", True)
+    before = rest_state(server, "bad")
+    offender = await writer(server, "bad")
+    await offender.ws.send(frame)
+    assert await offender.closed_with() == 4400, why
+    await bystander.set("after", 1)  # the bystander still works
+    after = rest_state(server, "bad")
+    assert after["state"]["$state"] == {"kept": True, "after": 1}
+    assert after["version"] == before["version"] + 1  # nothing of the bad frame was logged
+    await bystander.close()
+
+
+async def test_a_text_frame_is_refused(server):
+    peer = await writer(server, "text")
+    await peer.ws.send("hello")
+    assert await peer.closed_with() == 4400
+
+
+async def test_an_oversized_message_is_refused_with_4413(tmp_path):
+    server = ServerProcess(tmp_path, env={"CRDT_STATE_MAX_MESSAGE_BYTES": "65536"}).start()
+    try:
+        peer = await writer(server, "big")
+        before = rest_state(server, "big")
+        await peer.ws.send(protocol.sync_update(b"\x00" * 70_000))
+        assert await peer.closed_with() == 4413
+        assert rest_state(server, "big")["version"] == before["version"]
+    finally:
+        server.stop()
+
+
+async def test_a_reader_cannot_open_a_panel_that_does_not_exist(server):
+    reader = token("rita", {"ws": "read"})
+    peer = await RawPeer.open(f"{server.yjs_url('ws')}/nothing-here?token={reader}")
+    assert await peer.closed_with() == 4404
+
+
+async def test_query_awareness_answers_with_everyone_present(server):
+    a = await writer(server, "aw")
+    b = await writer(server, "aw")
+    entry = protocol.AwarenessEntry(client_id=42, clock=1, state='{"user":"a"}')
+    await a.ws.send(protocol.awareness_message(protocol.encode_awareness([entry])))
+    relayed = await b.recv()
+    assert relayed.type == protocol.MessageType.AWARENESS
+    assert protocol.decode_awareness(relayed.payload) == [entry]
+    await b.ws.send(b"\x03")
+    answer = await b.recv()
+    assert protocol.decode_awareness(answer.payload) == [entry]
+    await a.close()  # a leaves: its presence is removed, and b is told
+    removal = protocol.decode_awareness((await b.recv()).payload)
+    assert removal == [protocol.AwarenessEntry(42, 2, "null")]
+    await b.close()

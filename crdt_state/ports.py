@@ -50,7 +50,7 @@ class Change:
     trigger_source: str | None = None
     subject: str | None = None
     patch: list[dict[str, Any]] | None = None
-    occurred_at: datetime = field(default_factory=utcnow)
+    occurred_at: datetime = field(default_factory=utcnow)  # timezone-aware
 
 
 @dataclass(slots=True)
@@ -97,7 +97,8 @@ class UpdateLog(Protocol):
     """The append-only, versioned log of every panel's changes."""
 
     async def create(self, change: Change) -> PanelInfo | None:
-        """Create the panel with `change` as version 1 (`change.epoch` is its new epoch).
+        """Create the panel with `change` as its next version (1 for a new panel);
+        `change.epoch` is its new epoch.
 
         Returns None when a live panel with that key exists already (someone else won).
         A deleted panel is re-created: versions continue after its last one.
@@ -115,17 +116,22 @@ class UpdateLog(Protocol):
 
     async def load(self, key: PanelKey, until: int | None = None) -> LoadedPanel | None:
         """The newest checkpoint at or before `until` (default: latest) of the current
-        epoch, and the log entries after it up to `until`. None for a missing panel."""
+        epoch, and the log entries after it up to `until`. None for a missing or deleted
+        panel."""
         ...
 
     async def read(
         self, key: PanelKey, after: int = 0, until: int | None = None, limit: int = 1000
     ) -> list[LogEntry]:
-        """Log entries with after < version <= until, oldest first, at most `limit`."""
+        """Log entries with after < version <= until, oldest first, at most `limit`.
+
+        Spans every epoch, and works for deleted panels (their history is kept)."""
         ...
 
     async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:
-        """Store a checkpoint; one of an older epoch is refused (StaleEpoch)."""
+        """Store a checkpoint of a logged version of the current epoch.
+
+        PanelNotFound for a missing panel; StaleEpoch for a deleted one or an older epoch."""
         ...
 
     async def close(self) -> None: ...

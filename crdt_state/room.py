@@ -8,6 +8,7 @@ runs it. Work is synchronous inside the task, so each step sees and leaves a con
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -93,8 +94,8 @@ class Room:
         self.presence = Presence()
         self.last_used = time.monotonic()
         self.dropped_read_only = 0
-        self.inbox: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], Any]] = (
-            asyncio.Queue(settings.inbox_size)
+        self.inbox: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], Any]] = asyncio.Queue(
+            settings.inbox_size
         )
         self._captured: list[bytes] = []
         self._subscription = panel.doc.observe(self._on_transaction)
@@ -131,9 +132,11 @@ class Room:
         self.last_used = time.monotonic()
         await self.inbox.put((fn, args, None))
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` in the room's task and return its result."""
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` in the room's task and return its result."""
         self.last_used = time.monotonic()
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self.inbox.put((fn, args, future))
         return await future
@@ -318,9 +321,7 @@ class Room:
         for conn in self.connections:
             if conn is not sender:
                 conn.send(frame)
-        self._publish(
-            self.key, FanoutMessage(FanoutKind.AWARENESS, frame[1:], self.replica_id)
-        )
+        self._publish(self.key, FanoutMessage(FanoutKind.AWARENESS, frame[1:], self.replica_id))
 
     def _committed(self, future: asyncio.Future[int]) -> None:
         self._pending.discard(future)
@@ -334,16 +335,19 @@ class Room:
         if version > self.version:
             self.version = version
             self.updated_at = utcnow()
-        if (
-            self.version - self.checkpoint_version >= self.settings.checkpoint_every
-            and self._checkpointing is None
-        ):
-            self._checkpointing = asyncio.create_task(self._checkpoint(self.version))
+        if self._checkpoint_due() and self._checkpointing is None:
+            self._checkpointing = asyncio.create_task(self._checkpoint())
 
-    async def _checkpoint(self, until: int) -> None:
+    def _checkpoint_due(self) -> bool:
+        return self.version - self.checkpoint_version >= self.settings.checkpoint_every
+
+    async def _checkpoint(self) -> None:
+        # Off the hot path: replays the log into a fresh doc, never touches the live one.
         try:
-            checkpoint = await write_checkpoint(self.log, self.key, until)
-            if checkpoint is not None:
+            while self._checkpoint_due():
+                checkpoint = await write_checkpoint(self.log, self.key, self.version)
+                if checkpoint is None:
+                    return
                 self.checkpoint_version = max(self.checkpoint_version, checkpoint.version)
         except StateError as exc:
             log.info("room %s: checkpoint skipped: %s", self.key, exc)

@@ -1,0 +1,1 @@
+"""Implementations of the ports in crdt_state.ports (storage, fan-out)."""

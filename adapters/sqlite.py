@@ -1,0 +1,415 @@
+"""UpdateLog on a single SQLite file: the log for one-node deployments and for development.
+
+Every sqlite3 call runs on one worker thread owned by the log, so the event loop never
+blocks on disk and writes are serialized without locks of our own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from crdt_state.errors import PanelNotFound, StaleEpoch, Unavailable
+from crdt_state.ports import (
+    Change,
+    ChangeType,
+    Checkpoint,
+    LoadedPanel,
+    LogEntry,
+    PanelInfo,
+    PanelKey,
+    TriggeredBy,
+    utcnow,
+)
+from migrations import migration_files
+
+T = TypeVar("T")
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_NO_LIMIT = 2**63 - 1  # SQLite's largest integer: "until the newest version"
+
+# Primary result codes worth retrying: busy/locked by another process, disk trouble.
+_RETRYABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+}
+
+_INSERT_ENTRY = """
+    INSERT INTO state_history (
+        workspace_id, panel_id, version, epoch, "update", patch, change_type,
+        triggered_by, trigger_source, subject, size_bytes, occurred_at
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_ENTRY_COLUMNS = """
+    version, epoch, "update", change_type, triggered_by, trigger_source, subject, patch,
+    occurred_at
+"""
+_PANEL_COLUMNS = "epoch, version, created_by, created_at, updated_at, deleted_at"
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # a naive time from our own code means UTC
+    return (moment - _UNIX_EPOCH) // _MICROSECOND
+
+
+def _moment(micros: int) -> datetime:
+    return _UNIX_EPOCH + timedelta(microseconds=micros)
+
+
+# Plain dict lookups: Enum(value) costs a microsecond, which adds up over thousands of rows.
+_CHANGE_TYPES = {kind.value: kind for kind in ChangeType}
+_TRIGGERS = {trigger.value: trigger for trigger in TriggeredBy}
+
+
+def _entry(row: tuple[Any, ...]) -> LogEntry:
+    version, epoch, update, change_type, triggered_by, source, subject, patch, at = row
+    return LogEntry(
+        version,
+        epoch,
+        update,
+        _CHANGE_TYPES[change_type],
+        _TRIGGERS[triggered_by],
+        source,
+        subject,
+        None if patch is None else orjson.loads(patch),
+        _moment(at),
+    )
+
+
+def _history_row(change: Change, version: int) -> tuple[Any, ...]:
+    patch = None if change.patch is None else orjson.dumps(change.patch).decode()
+    return (
+        change.key.workspace_id,
+        change.key.panel_id,
+        version,
+        change.epoch,
+        change.update,
+        patch,
+        str(change.change_type),
+        str(change.triggered_by),
+        change.trigger_source,
+        change.subject,
+        len(change.update),
+        _micros(change.occurred_at),
+    )
+
+
+def _not_found(key: PanelKey) -> PanelNotFound:
+    return PanelNotFound(f"Panel {key} does not exist or was deleted.", panel=str(key))
+
+
+def _stale(key: PanelKey) -> StaleEpoch:
+    return StaleEpoch(
+        f"Panel {key} was deleted or re-created since it was loaded; load it again.",
+        panel=str(key),
+    )
+
+
+@dataclass(slots=True)
+class _PanelRow:
+    """The part of a panels row that append() checks and advances."""
+
+    epoch: str
+    version: int
+    deleted: bool
+    updated_at: int = 0
+    deleted_at: int | None = None
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    # IMMEDIATE takes the write lock before we read versions, so another process
+    # writing the same file cannot hand out the same version in between.
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+            db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (sqlite3 executes one at a time)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        yield pending  # trailing comments run as a no-op; a half statement fails loudly
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    with _transaction(db):
+        exists = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        applied = (
+            {number for (number,) in db.execute("SELECT version FROM schema_migrations")}
+            if exists
+            else set()
+        )
+        known = migration_files("sqlite")
+        unknown = applied - {number for number, _, _ in known}
+        if unknown:
+            raise RuntimeError(
+                f"The database has migrations this server does not know ({sorted(unknown)}); "
+                "it was written by a newer version."
+            )
+        for number, name, sql in known:
+            if number in applied:
+                continue
+            for statement in _statements(sql):
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, _micros(utcnow())),
+            )
+
+
+class SqliteUpdateLog:
+    """The UpdateLog port on one SQLite file (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-log")
+        self._db: sqlite3.Connection | None = None  # created and used on the worker only
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> SqliteUpdateLog:
+        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        log = cls(path)
+        try:
+            await log._submit(log._connect)
+        except BaseException:
+            log._worker.shutdown(wait=False)
+            raise
+        return log
+
+    async def create(self, change: Change) -> PanelInfo | None:
+        return await self._run(lambda db: self._create(db, change))
+
+    async def append(self, changes: Sequence[Change]) -> list[int]:
+        batch = list(changes)
+        if not batch:
+            return []
+        return await self._run(lambda db: self._append(db, batch))
+
+    async def load(self, key: PanelKey, until: int | None = None) -> LoadedPanel | None:
+        return await self._run(lambda db: self._load(db, key, until))
+
+    async def read(
+        self, key: PanelKey, after: int = 0, until: int | None = None, limit: int = 1000
+    ) -> list[LogEntry]:
+        if limit <= 0:
+            return []
+        return await self._run(lambda db: self._read(db, key, after, until, limit))
+
+    async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:
+        await self._run(lambda db: self._save_checkpoint(db, key, epoch, checkpoint))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._submit(self._disconnect)
+        finally:
+            # The close above ran after everything queued before it; nothing is left to wait for.
+            self._worker.shutdown(wait=False)
+
+    async def _submit(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(lambda: self._with_db(work))
+
+    # Everything below runs on the worker thread.
+
+    def _with_db(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise RuntimeError("The SQLite update log is not open.")
+        try:
+            return work(self._db)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in _RETRYABLE:
+                raise Unavailable(f"The state database is unavailable: {exc}.") from exc
+            raise
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 adds nothing.
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")  # a commit we acknowledge is on disk
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA busy_timeout = 5000")  # another process may hold the lock
+            _migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _create(self, db: sqlite3.Connection, change: Change) -> PanelInfo | None:
+        key = change.key
+        at = _micros(change.occurred_at)
+        with _transaction(db):
+            row = db.execute(
+                "SELECT version, deleted_at FROM panels WHERE workspace_id = ? AND panel_id = ?",
+                (key.workspace_id, key.panel_id),
+            ).fetchone()
+            if row is not None and row[1] is None:
+                return None
+            version = (0 if row is None else row[0]) + 1
+            db.execute(
+                """
+                INSERT INTO panels (workspace_id, panel_id, epoch, version, created_by,
+                                    created_at, updated_at, deleted_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
+                ON CONFLICT (workspace_id, panel_id) DO UPDATE SET
+                    epoch = excluded.epoch, version = excluded.version,
+                    created_by = excluded.created_by, created_at = excluded.created_at,
+                    updated_at = excluded.updated_at, deleted_at = NULL
+                """,
+                (key.workspace_id, key.panel_id, change.epoch, version, change.subject, at, at),
+            )
+            db.execute(_INSERT_ENTRY, _history_row(change, version))
+        return PanelInfo(key, change.epoch, version, change.subject, _moment(at), _moment(at))
+
+    def _append(self, db: sqlite3.Connection, changes: list[Change]) -> list[int]:
+        with _transaction(db):
+            panels: dict[PanelKey, _PanelRow] = {}
+            for key in dict.fromkeys(change.key for change in changes):
+                row = db.execute(
+                    "SELECT epoch, version, deleted_at FROM panels"
+                    " WHERE workspace_id = ? AND panel_id = ?",
+                    (key.workspace_id, key.panel_id),
+                ).fetchone()
+                if row is not None:
+                    panels[key] = _PanelRow(row[0], row[1], deleted=row[2] is not None)
+            # Check and number the whole batch before writing, so a bad change writes nothing.
+            versions: list[int] = []
+            entries: list[tuple[Any, ...]] = []
+            for change in changes:
+                panel = panels.get(change.key)
+                if panel is None or panel.deleted:
+                    raise _not_found(change.key)
+                if change.epoch != panel.epoch:
+                    raise _stale(change.key)
+                panel.version += 1
+                entry = _history_row(change, panel.version)
+                panel.updated_at = entry[-1]
+                if change.change_type == ChangeType.DELETED:
+                    panel.deleted, panel.deleted_at = True, entry[-1]
+                versions.append(panel.version)
+                entries.append(entry)
+            db.executemany(_INSERT_ENTRY, entries)
+            db.executemany(
+                "UPDATE panels SET version = ?, updated_at = ?, deleted_at = ?"
+                " WHERE workspace_id = ? AND panel_id = ?",
+                [
+                    (
+                        panel.version,
+                        panel.updated_at,
+                        panel.deleted_at,
+                        key.workspace_id,
+                        key.panel_id,
+                    )
+                    for key, panel in panels.items()
+                ],
+            )
+        return versions
+
+    def _load(self, db: sqlite3.Connection, key: PanelKey, until: int | None) -> LoadedPanel | None:
+        panel = (key.workspace_id, key.panel_id)
+        with _transaction(db, "BEGIN"):  # one snapshot for the three reads
+            row = db.execute(
+                f"SELECT {_PANEL_COLUMNS} FROM panels WHERE workspace_id = ? AND panel_id = ?",
+                panel,
+            ).fetchone()
+            if row is None or row[5] is not None:
+                return None
+            epoch, version, created_by, created_at, updated_at, _ = row
+            info = PanelInfo(
+                key, epoch, version, created_by, _moment(created_at), _moment(updated_at)
+            )
+            last = version if until is None else min(until, version)
+            found = db.execute(
+                "SELECT version, state FROM state_checkpoints"
+                " WHERE workspace_id = ? AND panel_id = ? AND epoch = ? AND version <= ?"
+                " ORDER BY version DESC LIMIT 1",
+                (*panel, epoch, last),
+            ).fetchone()
+            checkpoint = None if found is None else Checkpoint(version=found[0], state=found[1])
+            tail = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM state_history"
+                " WHERE workspace_id = ? AND panel_id = ? AND version > ? AND version <= ?"
+                " AND epoch = ? ORDER BY version",
+                (*panel, 0 if checkpoint is None else checkpoint.version, last, epoch),
+            ).fetchall()
+        return LoadedPanel(info, checkpoint, [_entry(entry) for entry in tail])
+
+    def _read(
+        self, db: sqlite3.Connection, key: PanelKey, after: int, until: int | None, limit: int
+    ) -> list[LogEntry]:
+        rows = db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM state_history"
+            " WHERE workspace_id = ? AND panel_id = ? AND version > ? AND version <= ?"
+            " ORDER BY version LIMIT ?",
+            (key.workspace_id, key.panel_id, after, _NO_LIMIT if until is None else until, limit),
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def _save_checkpoint(
+        self, db: sqlite3.Connection, key: PanelKey, epoch: str, checkpoint: Checkpoint
+    ) -> None:
+        panel = (key.workspace_id, key.panel_id)
+        with _transaction(db):
+            row = db.execute(
+                "SELECT epoch, deleted_at FROM panels WHERE workspace_id = ? AND panel_id = ?",
+                panel,
+            ).fetchone()
+            if row is None:
+                raise _not_found(key)
+            if row[0] != epoch or row[1] is not None:
+                raise _stale(key)
+            # A checkpoint must sit on a version of this epoch, or load() would mix epochs.
+            logged = db.execute(
+                "SELECT epoch FROM state_history"
+                " WHERE workspace_id = ? AND panel_id = ? AND version = ?",
+                (*panel, checkpoint.version),
+            ).fetchone()
+            if logged is None or logged[0] != epoch:
+                raise ValueError(
+                    f"Version {checkpoint.version} of panel {key} is not in epoch {epoch}."
+                )
+            db.execute(
+                "INSERT INTO state_checkpoints (workspace_id, panel_id, version, epoch, state,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*panel, checkpoint.version, epoch, checkpoint.state, _micros(utcnow())),
+            )

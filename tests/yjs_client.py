@@ -1,0 +1,532 @@
+"""Drive real ``yjs`` + ``y-websocket`` clients from pytest.
+
+``YjsClients`` starts ``node tests/js/yclient.mjs`` (installed by ``npm ci --prefix tests/js``)
+and talks to it with JSON lines: each request gets an id, and the matching reply resolves the
+awaiting call. The Node process holds any number of named clients, each one Y.Doc plus one
+``WebsocketProvider`` (and its awareness), and raw ``ws`` sockets for protocol-level tests.
+
+Every call has a timeout; a failed command (``ok: false``), a timeout or a dead Node process
+raises ``YjsClientError`` (an ``AssertionError``) whose message ends with Node's stderr tail.
+
+    async with YjsClients() as node:
+        a = await node.connect("a", f"ws://127.0.0.1:{port}/ws/yjs/ws1", "panel-1")
+        b = await node.connect("b", f"ws://127.0.0.1:{port}/ws/yjs/ws1", "panel-1")
+        await a.set(["$state", "title"], "hello")
+        await b.wait_for(["$state", "title"], "hello")
+        await a.awareness({"user": "ann"})
+        await b.wait_peers(1, match={"user": "ann"})
+
+Pytest: ``yjs_clients`` below is a ready function-scoped fixture; import it into a test
+module or conftest (``from .yjs_client import yjs_clients``) or build your own fixture around
+``YjsClients``. Each Node process starts in ~0.1 s; one per test keeps tests independent.
+
+Waiting calls (``wait_*``, ``connect``/``reconnect`` waiting for sync, ``raw_connect``) take
+``within`` in seconds: Node gives up after it and reports the last value it saw; the Python
+side waits a little longer so that Node's message wins. Other commands get ``timeout``
+(default 10 s) given to ``YjsClients``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import itertools
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest_asyncio
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+SCRIPT = JS_DIR / "yclient.mjs"
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a plain command may take before the call fails."""
+DEFAULT_WAIT = 5.0
+"""Seconds a ``wait_*`` (or a connect waiting for sync) waits on the Node side."""
+_WAIT_SLACK = 3.0
+_STDERR_LINES = 200
+
+Json = Any
+YPath = Sequence[str | int]
+"""``[root, key or index, ...]``, e.g. ``["$state", "items", 0]``."""
+
+
+class YjsClientError(AssertionError):
+    """A Node command failed, timed out, or the Node process died."""
+
+
+class YjsClients:
+    """One ``node yclient.mjs`` process holding named Yjs clients.
+
+    Use ``async with YjsClients() as node:`` or ``await start()`` / ``await close()``.
+    Methods mirror the Node commands and return the reply without ``id``/``ok``.
+    """
+
+    def __init__(
+        self,
+        *,
+        node: str = "node",
+        timeout: float = DEFAULT_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.env = dict(env) if env is not None else None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dead: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> YjsClients:
+        node = shutil.which(self.node)
+        if node is None:
+            raise YjsClientError(f"{self.node!r} not found on PATH; the Yjs client tests need Node")
+        if not (JS_DIR / "node_modules" / "y-websocket").is_dir():
+            raise YjsClientError(
+                f"{JS_DIR / 'node_modules'} is missing: run `npm ci --prefix tests/js`"
+            )
+        env = {**os.environ, **(self.env or {})}
+        self._proc = await asyncio.create_subprocess_exec(
+            node,
+            str(SCRIPT),
+            cwd=str(JS_DIR),
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=64 * 1024 * 1024,  # a reply (doc JSON, raw frames) is one line
+        )
+        self._tasks = [
+            asyncio.create_task(self._read_stdout(), name="yclient-stdout"),
+            asyncio.create_task(self._read_stderr(), name="yclient-stderr"),
+        ]
+        await self.request("ping")
+        return self
+
+    async def close(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()  # Node destroys its clients and exits when stdin closes
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        for task in self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task, 2.0)
+        self._fail_pending("the Node process was closed")
+
+    async def __aenter__(self) -> YjsClients:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """The last lines Node wrote to stderr."""
+        return "\n".join(list(self._stderr)[-lines:])
+
+    def _error(self, message: str) -> YjsClientError:
+        tail = self.stderr_tail()
+        return YjsClientError(f"{message}\n--- node stderr (tail) ---\n{tail or '(empty)'}")
+
+    async def request(
+        self, cmd: str, *, limit: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one command and return its reply; raise ``YjsClientError`` unless it is ok."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise self._error(f"node command {cmd!r}: the Node process is not running")
+        if self._dead is not None:
+            raise self._error(f"node command {cmd!r}: {self._dead}")
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        line = json.dumps({"id": rid, "cmd": cmd, **fields}, separators=(",", ":"))
+        limit = self.timeout if limit is None else limit
+        try:
+            proc.stdin.write(line.encode() + b"\n")
+            await proc.stdin.drain()
+            reply = await asyncio.wait_for(fut, limit)
+        except TimeoutError:
+            raise self._error(
+                f"node command {cmd!r} (id {rid}) timed out after {limit:g} s"
+            ) from None
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise self._error(f"node command {cmd!r}: cannot write to Node ({exc})") from None
+        finally:
+            self._pending.pop(rid, None)
+        if not reply.get("ok"):
+            raise self._error(f"node command {cmd!r} failed: {reply.get('error')}")
+        reply.pop("id", None)
+        reply.pop("ok", None)
+        return reply
+
+    async def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        while line := await stdout.readline():
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                self._stderr.append(f"[yjs_client] unparsable stdout line: {line[:200]!r}")
+                continue
+            rid = reply.get("id") if isinstance(reply, dict) else None
+            fut = self._pending.get(rid) if isinstance(rid, int) else None
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+        code = await self._proc.wait() if self._proc is not None else None
+        self._dead = f"the Node process exited (code {code})"
+        self._fail_pending(self._dead)
+
+    async def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        stderr = self._proc.stderr
+        while line := await stderr.readline():
+            self._stderr.append(line.decode(errors="replace").rstrip("\n"))
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(self._error(why))
+
+    @staticmethod
+    def _wait_fields(within: float) -> dict[str, Any]:
+        return {"timeoutMs": int(within * 1000)}
+
+    def _wait_limit(self, within: float) -> float:
+        return max(self.timeout, within + _WAIT_SLACK)
+
+    # -- Yjs clients ---------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        name: str,
+        url: str,
+        room: str,
+        *,
+        params: Mapping[str, str | int | None] | None = None,
+        protocols: Sequence[str] | None = None,
+        awareness: Json = ...,
+        wait_synced: bool = True,
+        connect: bool = True,
+        within: float = DEFAULT_WAIT,
+    ) -> YjsClient:
+        """Create a Y.Doc + WebsocketProvider connecting to ``{url}/{room}?{params}``.
+
+        ``awareness`` (if given, ``None`` included) is set as the local state before the
+        socket opens; otherwise y-websocket's default ``{}`` is announced. With
+        ``wait_synced`` the call returns once the provider has synced with the server.
+        """
+        fields: dict[str, Any] = {"name": name, "url": url, "room": room}
+        if params is not None:
+            fields["params"] = dict(params)
+        if protocols is not None:
+            fields["protocols"] = list(protocols)
+        if awareness is not ...:
+            fields["awareness"] = awareness
+        fields.update(waitSynced=wait_synced, connect=connect, **self._wait_fields(within))
+        reply = await self.request("connect", limit=self._wait_limit(within), **fields)
+        return YjsClient(self, name, int(reply["clientId"]))
+
+    def client(self, name: str) -> YjsClient:
+        """A handle for an existing client (``client_id`` unknown: 0)."""
+        return YjsClient(self, name, 0)
+
+    async def set(self, name: str, path: YPath, value: Json) -> None:
+        await self.request("set", name=name, path=list(path), value=value)
+
+    async def delete(self, name: str, path: YPath) -> bool:
+        reply = await self.request("delete", name=name, path=list(path))
+        return bool(reply["existed"])
+
+    async def push(self, name: str, path: YPath, value: Json) -> None:
+        await self.request("push", name=name, path=list(path), value=value)
+
+    async def json(self, name: str, roots: Sequence[str] | None = None) -> dict[str, Json]:
+        """``{root: doc.getMap(root).toJSON()}`` for ``$state``, ``$computed``, ``$meta``."""
+        fields: dict[str, Any] = {} if roots is None else {"roots": list(roots)}
+        reply = await self.request("json", name=name, **fields)
+        return dict(reply["json"])
+
+    async def state(self, name: str) -> dict[str, Json]:
+        """The client's ``$state`` as JSON."""
+        return (await self.json(name, ["$state"]))["$state"]  # type: ignore[no-any-return]
+
+    async def wait_for(
+        self,
+        name: str,
+        path: YPath,
+        equals: Json = None,
+        *,
+        missing: bool = False,
+        within: float = DEFAULT_WAIT,
+    ) -> Json:
+        """Wait until the JSON value at ``path`` equals ``equals`` (or is absent if ``missing``)."""
+        fields: dict[str, Any] = {"name": name, "path": list(path)}
+        fields.update({"missing": True} if missing else {"equals": equals})
+        reply = await self.request(
+            "waitFor", limit=self._wait_limit(within), **fields, **self._wait_fields(within)
+        )
+        return reply.get("value")
+
+    async def wait_json_equals(
+        self, name: str, expected: Json, *, root: str = "$state", within: float = DEFAULT_WAIT
+    ) -> None:
+        """Wait until the client's ``$state`` (or ``root``) JSON equals ``expected``."""
+        await self.request(
+            "waitJsonEquals",
+            limit=self._wait_limit(within),
+            name=name,
+            json=expected,
+            root=root,
+            **self._wait_fields(within),
+        )
+
+    async def awareness(self, name: str, state: Json) -> None:
+        """``awareness.setLocalState(state)``; ``None`` announces leaving."""
+        await self.request("awareness", name=name, state=state)
+
+    async def peers(self, name: str) -> dict[int, Json]:
+        """Other clients' awareness states by client id."""
+        reply = await self.request("peers", name=name)
+        return {int(k): v for k, v in reply["states"].items()}
+
+    async def wait_peers(
+        self,
+        name: str,
+        count: int,
+        *,
+        match: Mapping[str, Json] | None = None,
+        within: float = DEFAULT_WAIT,
+    ) -> dict[int, Json]:
+        """Wait until exactly ``count`` other clients have a state (one containing ``match``)."""
+        fields: dict[str, Any] = {"name": name, "count": count}
+        if match is not None:
+            fields["match"] = dict(match)
+        reply = await self.request(
+            "waitPeers", limit=self._wait_limit(within), **fields, **self._wait_fields(within)
+        )
+        return {int(k): v for k, v in reply["states"].items()}
+
+    async def stats(self, name: str) -> dict[str, Any]:
+        """updatesReceived, messagesReceived, bytesReceived, closeCodes, closeEvents,
+        localCloses, errors, terminalClose, synced, wsconnected, connects, clientId, url."""
+        return await self.request("stats", name=name)
+
+    async def disconnect(self, name: str) -> None:
+        """``provider.disconnect()``: the doc stays, later edits are offline edits."""
+        await self.request("disconnect", name=name)
+
+    async def reconnect(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, str | int | None] | None = None,
+        wait_synced: bool = True,
+        refresh_awareness: bool = False,
+        within: float = DEFAULT_WAIT,
+    ) -> None:
+        """``provider.connect()`` (with new URL ``params`` if given), then wait for sync.
+
+        y-websocket re-announces the local awareness state with an unchanged clock, so peers
+        that saw this client leave ignore it for up to 15 s (the awareness renewal period);
+        ``refresh_awareness`` sets the same state again afterwards, which peers do accept.
+        """
+        fields: dict[str, Any] = {
+            "name": name,
+            "waitSynced": wait_synced,
+            "refreshAwareness": refresh_awareness,
+        }
+        if params is not None:
+            fields["params"] = dict(params)
+        await self.request(
+            "reconnect", limit=self._wait_limit(within), **fields, **self._wait_fields(within)
+        )
+
+    async def wait_close(self, name: str, *, within: float = DEFAULT_WAIT) -> tuple[int, str]:
+        """The next not yet consumed server-side close ``(code, reason)`` of this client."""
+        reply = await self.request(
+            "waitClose", limit=self._wait_limit(within), name=name, **self._wait_fields(within)
+        )
+        return int(reply["code"]), str(reply["reason"])
+
+    async def destroy(self, name: str) -> None:
+        await self.request("destroy", name=name)
+
+    # -- raw sockets ---------------------------------------------------------------------------
+
+    async def raw_connect(
+        self,
+        name: str,
+        url: str,
+        *,
+        protocols: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect_open: bool = True,
+        within: float = DEFAULT_WAIT,
+    ) -> dict[str, Any]:
+        """Open a plain ``ws`` socket. Returns ``{opened, protocol, httpStatus, error, close}``;
+        raises if it did not open and ``expect_open``."""
+        fields: dict[str, Any] = {"name": name, "url": url}
+        if protocols is not None:
+            fields["protocols"] = list(protocols)
+        if headers is not None:
+            fields["headers"] = dict(headers)
+        reply = await self.request(
+            "rawConnect", limit=self._wait_limit(within), **fields, **self._wait_fields(within)
+        )
+        if expect_open and not reply["opened"]:
+            raise self._error(f"raw socket {name!r} to {url} did not open: {reply}")
+        return reply
+
+    async def raw_send(self, name: str, data: bytes | str) -> None:
+        """Send a binary frame (``bytes``) or a text frame (``str``)."""
+        if isinstance(data, str):
+            await self.request("rawSend", name=name, text=data)
+        else:
+            await self.request("rawSend", name=name, base64=_b64encode(data))
+
+    async def raw_close(self, name: str, code: int = 1000, reason: str = "") -> None:
+        await self.request("rawClose", name=name, code=code, reason=reason)
+
+    async def raw_wait_close(self, name: str, *, within: float = DEFAULT_WAIT) -> tuple[int, str]:
+        reply = await self.request(
+            "rawWaitClose", limit=self._wait_limit(within), name=name, **self._wait_fields(within)
+        )
+        return int(reply["code"]), str(reply["reason"])
+
+    async def raw_messages(self, name: str, *, clear: bool = False) -> list[bytes]:
+        reply = await self.request("rawMessages", name=name, clear=clear)
+        return [_b64decode(m) for m in reply["messages"]]
+
+    async def raw_wait_messages(
+        self, name: str, count: int, *, within: float = DEFAULT_WAIT
+    ) -> list[bytes]:
+        """Wait until at least ``count`` frames arrived; return all received so far."""
+        reply = await self.request(
+            "rawWaitMessages",
+            limit=self._wait_limit(within),
+            name=name,
+            count=count,
+            **self._wait_fields(within),
+        )
+        return [_b64decode(m) for m in reply["messages"]]
+
+
+class YjsClient:
+    """A handle on one named client of a ``YjsClients`` process."""
+
+    def __init__(self, node: YjsClients, name: str, client_id: int) -> None:
+        self.node = node
+        self.name = name
+        self.client_id = client_id
+
+    def __repr__(self) -> str:
+        return f"YjsClient({self.name!r}, client_id={self.client_id})"
+
+    async def set(self, path: YPath, value: Json) -> None:
+        await self.node.set(self.name, path, value)
+
+    async def delete(self, path: YPath) -> bool:
+        return await self.node.delete(self.name, path)
+
+    async def push(self, path: YPath, value: Json) -> None:
+        await self.node.push(self.name, path, value)
+
+    async def json(self, roots: Sequence[str] | None = None) -> dict[str, Json]:
+        return await self.node.json(self.name, roots)
+
+    async def state(self) -> dict[str, Json]:
+        return await self.node.state(self.name)
+
+    async def wait_for(
+        self,
+        path: YPath,
+        equals: Json = None,
+        *,
+        missing: bool = False,
+        within: float = DEFAULT_WAIT,
+    ) -> Json:
+        return await self.node.wait_for(self.name, path, equals, missing=missing, within=within)
+
+    async def wait_json_equals(
+        self, expected: Json, *, root: str = "$state", within: float = DEFAULT_WAIT
+    ) -> None:
+        await self.node.wait_json_equals(self.name, expected, root=root, within=within)
+
+    async def awareness(self, state: Json) -> None:
+        await self.node.awareness(self.name, state)
+
+    async def peers(self) -> dict[int, Json]:
+        return await self.node.peers(self.name)
+
+    async def wait_peers(
+        self, count: int, *, match: Mapping[str, Json] | None = None, within: float = DEFAULT_WAIT
+    ) -> dict[int, Json]:
+        return await self.node.wait_peers(self.name, count, match=match, within=within)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.node.stats(self.name)
+
+    async def disconnect(self) -> None:
+        await self.node.disconnect(self.name)
+
+    async def reconnect(
+        self,
+        *,
+        params: Mapping[str, str | int | None] | None = None,
+        wait_synced: bool = True,
+        refresh_awareness: bool = False,
+        within: float = DEFAULT_WAIT,
+    ) -> None:
+        await self.node.reconnect(
+            self.name,
+            params=params,
+            wait_synced=wait_synced,
+            refresh_awareness=refresh_awareness,
+            within=within,
+        )
+
+    async def wait_close(self, *, within: float = DEFAULT_WAIT) -> tuple[int, str]:
+        return await self.node.wait_close(self.name, within=within)
+
+    async def destroy(self) -> None:
+        await self.node.destroy(self.name)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+@pytest_asyncio.fixture
+async def yjs_clients() -> AsyncIterator[YjsClients]:
+    """A fresh Node process per test; all its clients are destroyed afterwards."""
+    async with YjsClients() as node:
+        yield node

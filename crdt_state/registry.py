@@ -52,6 +52,8 @@ class RoomRegistry:
         self._evicting: dict[PanelKey, asyncio.Task[None]] = {}
         self._outbox: deque[tuple[PanelKey, FanoutMessage]] = deque()
         self._outbox_ready = asyncio.Event()
+        self._drained = asyncio.Event()  # clear while messages wait to be published
+        self._drained.set()
         self._tasks: list[asyncio.Task[Any]] = []
         self.loads = 0
 
@@ -143,7 +145,13 @@ class RoomRegistry:
     def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         """Queue a message for the other replicas; one task sends them all, in order."""
         self._outbox.append((key, message))
+        self._drained.clear()
         self._outbox_ready.set()
+
+    async def flush_fanout(self) -> None:
+        """Wait until every queued fan-out message has been handed to the Fanout."""
+        if self._outbox or not self._drained.is_set():
+            await self._drained.wait()
 
     async def _publisher(self) -> None:
         while True:
@@ -155,6 +163,7 @@ class RoomRegistry:
                     await self.fanout.publish(key, message)
                 except Exception:
                     log.exception("fan-out publish failed for %s", key)
+            self._drained.set()
 
     def _on_remote(self, key: PanelKey, message: FanoutMessage) -> None:
         if message.origin == self.replica_id:

@@ -86,3 +86,27 @@ async def test_two_thousand_rooms_open_and_close_without_memory_growth(registry)
     assert leftovers == []
     # Each room held a doc, an observer and a task; 2,000 leaked rooms would be far above this.
     assert grown < 12, f"RSS grew {grown:.1f} MiB over 2,000 rooms"
+
+
+async def test_two_replicas_on_one_fanout_apply_each_others_changes_without_relogging(tmp_path):
+    store = await SqliteUpdateLog.open(tmp_path / "shared.sqlite3")
+    bus = LocalFanout()
+    committer = Committer(store, window_seconds=0.001)
+    committer.start()
+    replicas = [RoomRegistry(store, bus, committer, idle_seconds=0) for _ in range(2)]
+    for replica in replicas:
+        replica.start()
+    key = PanelKey("ws", "shared")
+    first = await replicas[0].open(key, create=True, subject="alice")
+    second = await replicas[1].open(key, create=False)
+    future = await first.call(first.apply_update, small_update("from", 1), None, trigger_source="t")
+    assert await future == 2
+    await replicas[0].flush_fanout()
+    view, _, _ = await second.call(second.view)
+    assert view["$state"] == {"from": 1}  # the other replica applied it...
+    await second.settle()
+    assert [entry.version for entry in await store.read(key)] == [1, 2]  # ...and did not log it
+    for replica in replicas:
+        await replica.close()
+    await committer.close()
+    await store.close()

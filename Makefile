@@ -24,13 +24,13 @@ run: $(STAMP)
 	$(BIN)/crdt-state serve --dev
 
 test: install
-	$(BIN)/ruff check crdt_state adapters tests
+	$(BIN)/ruff check crdt_state adapters tests bench migrations
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check crdt_state adapters tests
-	$(BIN)/ruff format --check crdt_state adapters tests
+	$(BIN)/ruff check crdt_state adapters tests bench migrations
+	$(BIN)/ruff format --check crdt_state adapters tests bench migrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -7,12 +7,13 @@ blocks on disk and writes are serialized without locks of our own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,11 +49,14 @@ _RETRYABLE = {
     sqlite3.SQLITE_CANTOPEN,
 }
 
+# Change ids looked up per query: well under SQLite's limit on bound parameters.
+_IDS_PER_QUERY = 500
+
 _INSERT_ENTRY = """
     INSERT INTO state_history (
         workspace_id, panel_id, version, epoch, "update", patch, change_type,
-        triggered_by, trigger_source, subject, size_bytes, occurred_at
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        triggered_by, trigger_source, subject, size_bytes, occurred_at, change_id
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _ENTRY_COLUMNS = """
     version, epoch, "update", change_type, triggered_by, trigger_source, subject, patch,
@@ -106,14 +110,18 @@ def _history_row(change: Change, version: int) -> tuple[Any, ...]:
         change.subject,
         len(change.update),
         _micros(change.occurred_at),
+        change.change_id,
     )
 
 
-def _not_found(key: PanelKey) -> PanelNotFound:
+# Shared with the PostgreSQL adapter, so that both logs number and refuse batches alike.
+
+
+def panel_not_found(key: PanelKey) -> PanelNotFound:
     return PanelNotFound(f"Panel {key} does not exist or was deleted.", panel=str(key))
 
 
-def _stale(key: PanelKey) -> StaleEpoch:
+def stale_epoch(key: PanelKey) -> StaleEpoch:
     return StaleEpoch(
         f"Panel {key} was deleted or re-created since it was loaded; load it again.",
         panel=str(key),
@@ -121,14 +129,82 @@ def _stale(key: PanelKey) -> StaleEpoch:
 
 
 @dataclass(slots=True)
-class _PanelRow:
-    """The part of a panels row that append() checks and advances."""
+class BatchPanel:
+    """The part of a panel's row that append() checks and advances, change by change."""
 
     epoch: str
     version: int
     deleted: bool
-    updated_at: int = 0
-    deleted_at: int | None = None
+    changed: bool = False
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class NumberedBatch:
+    versions: list[int]  # one per change of the batch, in order
+    new: list[tuple[Change, int]] = field(default_factory=list)  # to write, with their version
+
+
+def number_batch(
+    changes: Sequence[Change], panels: dict[PanelKey, BatchPanel], logged: dict[str, int]
+) -> NumberedBatch:
+    """Give each change its version; `panels` (locked by the caller) advance as they go.
+
+    A change whose id is in `logged`, or earlier in the batch, gets that version again and is
+    not written twice: a retried batch is committed exactly once. Every new change is checked
+    before anything is written, so a refused change (PanelNotFound, StaleEpoch) writes nothing.
+    """
+    known = dict(logged)
+    numbered = NumberedBatch(versions=[])
+    for change in changes:
+        version = known.get(change.change_id)
+        if version is None:
+            version = _advance(panels.get(change.key), change)
+            known[change.change_id] = version
+            numbered.new.append((change, version))
+        numbered.versions.append(version)
+    return numbered
+
+
+def _advance(panel: BatchPanel | None, change: Change) -> int:
+    if panel is None or panel.deleted:
+        raise panel_not_found(change.key)
+    if change.epoch != panel.epoch:
+        raise stale_epoch(change.key)
+    panel.version += 1
+    panel.changed = True
+    panel.updated_at = change.occurred_at
+    if change.change_type == ChangeType.DELETED:
+        panel.deleted, panel.deleted_at = True, change.occurred_at
+    return panel.version
+
+
+@dataclass(frozen=True, slots=True)
+class StoredView:
+    """A panel's JSON view as save_view() keeps it."""
+
+    canonical: bytes  # orjson with sorted keys: equal views give equal bytes
+    checksum: str  # SHA-256 of `canonical`, hex
+    leaves: int  # leaf values (scalars) in the view
+
+
+def stored_view(view: dict[str, Any]) -> StoredView:
+    canonical = orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
+    return StoredView(canonical, hashlib.sha256(canonical).hexdigest(), count_leaves(view))
+
+
+def count_leaves(value: Any) -> int:
+    """Scalars in a JSON value; an empty object or array holds none."""
+    if isinstance(value, dict):
+        return _count_all(value.values())
+    if isinstance(value, list):
+        return _count_all(value)
+    return 1
+
+
+def _count_all(values: Iterable[Any]) -> int:
+    return sum(count_leaves(item) for item in values)
 
 
 @contextmanager
@@ -224,8 +300,34 @@ class SqliteUpdateLog:
             return []
         return await self._run(lambda db: self._read(db, key, after, until, limit))
 
+    async def history(
+        self,
+        key: PanelKey,
+        *,
+        limit: int,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[LogEntry], int]:
+        window = (
+            _micros(since) if since is not None else -_NO_LIMIT,
+            _micros(until) if until is not None else _NO_LIMIT,
+        )
+        return await self._run(
+            lambda db: self._history(db, key, max(limit, 0), max(offset, 0), window)
+        )
+
     async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:
         await self._run(lambda db: self._save_checkpoint(db, key, epoch, checkpoint))
+
+    async def save_view(
+        self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
+    ) -> None:
+        stored = stored_view(view)  # on the caller's thread: the worker only writes
+        await self._run(lambda db: self._save_view(db, key, epoch, version, stored))
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
         if self._closed:
@@ -279,6 +381,9 @@ class SqliteUpdateLog:
         key = change.key
         at = _micros(change.occurred_at)
         with _transaction(db):
+            logged = _logged_versions(db, [change.change_id])
+            if logged:  # a retry of a create that was committed
+                return _created_before(db, change, logged[change.change_id])
             row = db.execute(
                 "SELECT version, deleted_at FROM panels WHERE workspace_id = ? AND panel_id = ?",
                 (key.workspace_id, key.panel_id),
@@ -286,6 +391,7 @@ class SqliteUpdateLog:
             if row is not None and row[1] is None:
                 return None
             version = (0 if row is None else row[0]) + 1
+            # A re-created panel is a new doc: the view of the old epoch no longer applies.
             db.execute(
                 """
                 INSERT INTO panels (workspace_id, panel_id, epoch, version, created_by,
@@ -294,7 +400,9 @@ class SqliteUpdateLog:
                 ON CONFLICT (workspace_id, panel_id) DO UPDATE SET
                     epoch = excluded.epoch, version = excluded.version,
                     created_by = excluded.created_by, created_at = excluded.created_at,
-                    updated_at = excluded.updated_at, deleted_at = NULL
+                    updated_at = excluded.updated_at, deleted_at = NULL,
+                    state = NULL, state_version = NULL, checksum = NULL,
+                    state_size_bytes = NULL, state_variable_count = NULL
                 """,
                 (key.workspace_id, key.panel_id, change.epoch, version, change.subject, at, at),
             )
@@ -303,7 +411,7 @@ class SqliteUpdateLog:
 
     def _append(self, db: sqlite3.Connection, changes: list[Change]) -> list[int]:
         with _transaction(db):
-            panels: dict[PanelKey, _PanelRow] = {}
+            panels: dict[PanelKey, BatchPanel] = {}
             for key in dict.fromkeys(change.key for change in changes):
                 row = db.execute(
                     "SELECT epoch, version, deleted_at FROM panels"
@@ -311,39 +419,28 @@ class SqliteUpdateLog:
                     (key.workspace_id, key.panel_id),
                 ).fetchone()
                 if row is not None:
-                    panels[key] = _PanelRow(row[0], row[1], deleted=row[2] is not None)
-            # Check and number the whole batch before writing, so a bad change writes nothing.
-            versions: list[int] = []
-            entries: list[tuple[Any, ...]] = []
-            for change in changes:
-                panel = panels.get(change.key)
-                if panel is None or panel.deleted:
-                    raise _not_found(change.key)
-                if change.epoch != panel.epoch:
-                    raise _stale(change.key)
-                panel.version += 1
-                entry = _history_row(change, panel.version)
-                panel.updated_at = entry[-1]
-                if change.change_type == ChangeType.DELETED:
-                    panel.deleted, panel.deleted_at = True, entry[-1]
-                versions.append(panel.version)
-                entries.append(entry)
-            db.executemany(_INSERT_ENTRY, entries)
+                    panels[key] = BatchPanel(row[0], row[1], deleted=row[2] is not None)
+            logged = _logged_versions(db, [change.change_id for change in changes])
+            numbered = number_batch(changes, panels, logged)
+            db.executemany(
+                _INSERT_ENTRY, [_history_row(change, version) for change, version in numbered.new]
+            )
             db.executemany(
                 "UPDATE panels SET version = ?, updated_at = ?, deleted_at = ?"
                 " WHERE workspace_id = ? AND panel_id = ?",
                 [
                     (
                         panel.version,
-                        panel.updated_at,
-                        panel.deleted_at,
+                        _micros(panel.updated_at or utcnow()),
+                        None if panel.deleted_at is None else _micros(panel.deleted_at),
                         key.workspace_id,
                         key.panel_id,
                     )
                     for key, panel in panels.items()
+                    if panel.changed
                 ],
             )
-        return versions
+        return numbered.versions
 
     def _load(self, db: sqlite3.Connection, key: PanelKey, until: int | None) -> LoadedPanel | None:
         panel = (key.workspace_id, key.panel_id)
@@ -385,6 +482,27 @@ class SqliteUpdateLog:
         ).fetchall()
         return [_entry(row) for row in rows]
 
+    def _history(
+        self,
+        db: sqlite3.Connection,
+        key: PanelKey,
+        limit: int,
+        offset: int,
+        window: tuple[int, int],
+    ) -> tuple[list[LogEntry], int]:
+        matching = (
+            " FROM state_history WHERE workspace_id = ? AND panel_id = ?"
+            " AND occurred_at >= ? AND occurred_at <= ?"
+        )
+        where = (key.workspace_id, key.panel_id, *window)
+        with _transaction(db, "BEGIN"):  # the page and the total from one snapshot
+            rows = db.execute(
+                f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT ? OFFSET ?",
+                (*where, limit, offset),
+            ).fetchall()
+            (total,) = db.execute(f"SELECT count(*){matching}", where).fetchone()
+        return [_entry(row) for row in rows], total
+
     def _save_checkpoint(
         self, db: sqlite3.Connection, key: PanelKey, epoch: str, checkpoint: Checkpoint
     ) -> None:
@@ -395,9 +513,9 @@ class SqliteUpdateLog:
                 panel,
             ).fetchone()
             if row is None:
-                raise _not_found(key)
+                raise panel_not_found(key)
             if row[0] != epoch or row[1] is not None:
-                raise _stale(key)
+                raise stale_epoch(key)
             # A checkpoint must sit on a version of this epoch, or load() would mix epochs.
             logged = db.execute(
                 "SELECT epoch FROM state_history"
@@ -413,3 +531,59 @@ class SqliteUpdateLog:
                 " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (*panel, checkpoint.version, epoch, checkpoint.state, _micros(utcnow())),
             )
+
+    def _save_view(
+        self, db: sqlite3.Connection, key: PanelKey, epoch: str, version: int, view: StoredView
+    ) -> None:
+        # One guarded UPDATE: a stale epoch, a deleted panel, an equal or newer stored view or
+        # a version the log does not have yet all leave the row as it is.
+        with _transaction(db):
+            db.execute(
+                "UPDATE panels SET state = ?, state_version = ?, checksum = ?,"
+                " state_size_bytes = ?, state_variable_count = ?"
+                " WHERE workspace_id = ? AND panel_id = ? AND epoch = ? AND deleted_at IS NULL"
+                " AND (state_version IS NULL OR state_version < ?) AND ? <= version",
+                (
+                    view.canonical.decode(),
+                    version,
+                    view.checksum,
+                    len(view.canonical),
+                    view.leaves,
+                    key.workspace_id,
+                    key.panel_id,
+                    epoch,
+                    version,
+                    version,
+                ),
+            )
+
+
+def _logged_versions(db: sqlite3.Connection, change_ids: list[str]) -> dict[str, int]:
+    """The versions already given to any of these change ids."""
+    found: dict[str, int] = {}
+    unique = list(dict.fromkeys(change_ids))
+    for start in range(0, len(unique), _IDS_PER_QUERY):
+        chunk = unique[start : start + _IDS_PER_QUERY]
+        found.update(
+            db.execute(
+                "SELECT change_id, version FROM state_history"
+                f" WHERE change_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        )
+    return found
+
+
+def _created_before(db: sqlite3.Connection, change: Change, version: int) -> PanelInfo | None:
+    """What create() answered the first time, or None if the panel was re-created since."""
+    row = db.execute(
+        "SELECT epoch, created_by, created_at, updated_at FROM panels"
+        " WHERE workspace_id = ? AND panel_id = ?",
+        (change.key.workspace_id, change.key.panel_id),
+    ).fetchone()
+    if row is None or row[0] != change.epoch:
+        return None
+    epoch, created_by, created_at, updated_at = row
+    return PanelInfo(
+        change.key, epoch, version, created_by, _moment(created_at), _moment(updated_at)
+    )

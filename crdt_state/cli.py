@@ -42,10 +42,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires [3600]")
 
+    commands.add_parser(
+        "migrate",
+        help="bring the database schema (DATABASE_URL) up to date",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "migrate":
+        return _migrate()
     return _token(args)
+
+
+def _migrate() -> int:
+    import asyncio
+
+    settings = Settings.from_env()
+    if not settings.database_url:
+        print("DATABASE_URL is not set; the embedded SQLite store migrates itself on start.")
+        return 0
+    from adapters.postgres import migrate
+
+    applied = asyncio.run(migrate(settings.database_url))
+    print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

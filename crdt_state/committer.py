@@ -3,7 +3,7 @@
 One committer serves every room of a replica. Batches are written one after the other, so a
 panel's changes reach the log in the order they were submitted. A failing batch is retried
 with back-off (database down: nothing is dropped, order is kept); a change the log refuses for
-good (panel deleted, stale epoch) fails alone, the rest of its batch is written.
+good (panel deleted, stale epoch, bad data) fails alone, the rest of its batch is written.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections import deque
 
-from .errors import PanelNotFound, StaleEpoch
+from .errors import Unavailable
 from .ports import Change, UpdateLog
 
 log = logging.getLogger(__name__)
 
-PERMANENT = (PanelNotFound, StaleEpoch)
+# Worth retrying: the store is down or slow. Anything else is the change's own fault.
+TRANSIENT = (Unavailable, ConnectionError, TimeoutError, OSError)
 
 
 class Committer:
@@ -82,20 +83,23 @@ class Committer:
         while True:
             try:
                 versions = await self.log.append([change for change, _ in batch])
-            except PERMANENT as exc:
-                if len(batch) == 1:
-                    if not batch[0][1].done():
-                        batch[0][1].set_exception(exc)
-                    return
-                for item in batch:  # isolate the refused change; write the others
-                    await self._write([item])
-                return
-            except Exception as exc:
+            except TRANSIENT as exc:
                 self.healthy = False
                 log.warning("log write failed (%r); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
                 continue
+            except Exception as exc:
+                # Refused for good (deleted panel, stale epoch, a value the database cannot
+                # store): fail that change alone, never block the queue behind it.
+                if len(batch) == 1:
+                    log.error("the log refused a change to %s: %r", batch[0][0].key, exc)
+                    if not batch[0][1].done():
+                        batch[0][1].set_exception(exc)
+                    return
+                for item in batch:
+                    await self._write([item])
+                return
             self.healthy = True
             self.batches += 1
             self.committed += len(batch)

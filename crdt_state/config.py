@@ -26,6 +26,10 @@ ENVIRONMENT = {
         "max_message_bytes",
         "largest WebSocket message accepted [33554432]",
     ),
+    "CRDT_STATE_MAX_BODY_BYTES": (
+        "max_body_bytes",
+        "largest REST request body accepted [8388608]",
+    ),
     "CRDT_STATE_MAX_AWARENESS_BYTES": (
         "max_awareness_bytes",
         "largest awareness update accepted [65536]",
@@ -57,6 +61,7 @@ class Settings:
     commit_window_ms: float = 2.0
     max_message_bytes: int = 32 * 1024 * 1024
     max_awareness_bytes: int = 64 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
     send_queue_messages: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     room_idle_seconds: float = 30.0

@@ -69,3 +69,38 @@ class Unavailable(StateError):
 
     code = "unavailable"
     status = 503
+
+
+class InvalidPatch(StateError):
+    """A JSON Patch that is malformed whatever the document: not a list, unknown op, bad pointer."""
+
+    code = "invalid_patch"
+    status = 422
+
+
+class PathNotFound(StateError):
+    """A JSON Patch path (or `from`) that does not exist in the current document."""
+
+    code = "path_not_found"
+    status = 409
+
+
+class TestFailed(StateError):
+    """A JSON Patch `test` operation whose value differs from the document's."""
+
+    __test__ = False  # not a pytest test class, despite the name
+    code = "test_failed"
+    status = 409
+
+
+class VersionConflict(StateError):
+    """The caller asked for strictness and the panel moved on."""
+
+    code = "version_conflict"
+    status = 409
+
+
+class CommitPending(Unavailable):
+    """Applied, but not yet committed: retry with the same Idempotency-Key for the version."""
+
+    code = "commit_pending"

@@ -5,6 +5,7 @@ The core never imports an adapter. Only the composition root (app factory, CLI) 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +52,9 @@ class Change:
     subject: str | None = None
     patch: list[dict[str, Any]] | None = None
     occurred_at: datetime = field(default_factory=utcnow)  # timezone-aware
+    # Unique per change: appending a change whose id is already logged returns the version it
+    # got then instead of appending it again (a retried batch is committed exactly once).
+    change_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(slots=True)
@@ -128,10 +132,37 @@ class UpdateLog(Protocol):
         Spans every epoch, and works for deleted panels (their history is kept)."""
         ...
 
+    async def history(
+        self,
+        key: PanelKey,
+        *,
+        limit: int,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[LogEntry], int]:
+        """A page of the panel's log, newest first, with occurred_at in [since, until], and the
+        total number of entries matching (for paging). Spans every epoch; [] for no panel."""
+        ...
+
     async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:
         """Store a checkpoint of a logged version of the current epoch.
 
         PanelNotFound for a missing panel; StaleEpoch for a deleted one or an older epoch."""
+        ...
+
+    async def save_view(
+        self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
+    ) -> None:
+        """Keep the panel's current JSON view (as of `version`) beside the log, for queries.
+
+        Ignored when a view of an equal or newer version is stored, or the epoch is stale.
+        A cache of the log, never the truth: written after commits, off the write path.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached (readiness probe)."""
         ...
 
     async def close(self) -> None: ...

@@ -17,6 +17,7 @@ from .ports import (
     Change,
     ChangeType,
     Fanout,
+    FanoutKind,
     FanoutMessage,
     PanelKey,
     Subscription,
@@ -66,6 +67,9 @@ class RoomRegistry:
         """The live room of a panel, loading it (or creating the panel, if allowed)."""
         while True:
             room = self.rooms.get(key)
+            if room is not None and room.deleted and not room.closed:
+                await self.evict(key)
+                continue
             if room is not None and not room.closed:
                 room.last_used = time.monotonic()
                 return room
@@ -116,6 +120,7 @@ class RoomRegistry:
                 triggered_by=TriggeredBy.USER if subject else TriggeredBy.SYSTEM,
                 trigger_source="yjs",
                 subject=subject,
+                patch=[],  # the first transaction writes only $meta, which is not in the view
             )
             info = await self.log.create(change)
             if info is not None:
@@ -171,6 +176,8 @@ class RoomRegistry:
         room = self.rooms.get(key)
         if room is not None and not room.closed:
             room.inbox.put_nowait((room.apply_remote, (message,), None))
+            if message.kind == FanoutKind.DELETED:
+                self._tasks.append(asyncio.create_task(self.evict(key)))
 
     async def evict(self, key: PanelKey) -> None:
         room = self.rooms.get(key)

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 from pycrdt import merge_updates
 
 from .awareness import Presence
-from .connection import CLOSE_BAD_MESSAGE, CLOSE_TOO_LARGE, Connection
-from .document import PanelDoc
+from .changes import PatchRecorder
+from .connection import CLOSE_BAD_MESSAGE, CLOSE_NOT_FOUND, CLOSE_TOO_LARGE, Connection
+from .document import META, SCHEMA_VERSION, PanelDoc
 from .errors import StateError
+from .jsonpatch import apply_to_json, parse_patch
 from .ports import (
     Change,
     ChangeType,
@@ -99,13 +101,17 @@ class Room:
         )
         self._captured: list[bytes] = []
         self._subscription = panel.doc.observe(self._on_transaction)
+        self._recorder = PatchRecorder(panel)
         self._changes = 0
         self._full_state: tuple[int, bytes] | None = None
         self._view: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[int]] = set()
         self._checkpointing: asyncio.Task[Any] | None = None
+        self._saving_view: asyncio.Task[None] | None = None
+        self._view_saved_version = info.version
         self._task = asyncio.create_task(self._run(), name=f"room {key}")
         self.closed = False
+        self.deleted = False
 
     # -- the room's task ------------------------------------------------------------------
 
@@ -149,9 +155,16 @@ class Room:
         await self.inbox.put((_STOP, (), None))
         await self._task
         await self.settle()
-        if self._checkpointing is not None:
-            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        for task in (self._checkpointing, self._saving_view):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        if self._view_saved_version < self.version:  # the task is done: safe to render here
+            try:
+                await self.log.save_view(self.key, self.epoch, self.version, self.view()[0])
+            except Exception as exc:
+                log.info("room %s: final view not saved: %r", self.key, exc)
         self.panel.doc.unobserve(self._subscription)
+        self._recorder.close()
         self._captured.clear()
 
     async def settle(self) -> None:
@@ -232,26 +245,45 @@ class Room:
                 raise
             error = ProtocolError("invalid Yjs update: the CRDT library refused it")
         # Whatever the doc did take in is broadcast and logged, so replicas and log agree.
-        future = self._changed(origin, trigger_source, triggered_by, subject, change_type)
+        future = self.record_change(origin, trigger_source, triggered_by, subject, change_type)
+        if origin is not None:
+            self._guard_meta()
         if error is not None:
             raise error
         return future
 
-    def _changed(
+    def _guard_meta(self) -> None:
+        """`$meta` is server-owned: undo a client's edit of it with a forward change."""
+        meta = self.panel.roots[META]
+        if meta.get("epoch") == self.epoch and meta.get("schema") == SCHEMA_VERSION:
+            return
+        log.warning("room %s: a client changed $meta; restoring it", self.key)
+        with self.panel.doc.transaction(origin="server"):
+            meta["epoch"] = self.epoch
+            meta["schema"] = SCHEMA_VERSION
+        self.record_change(None, "meta-guard", TriggeredBy.SYSTEM, None, ChangeType.UPDATED)
+
+    def record_change(
         self,
         origin: Connection | None,
-        trigger_source: str,
+        trigger_source: str | None,
         triggered_by: TriggeredBy,
         subject: str | None,
         change_type: ChangeType,
     ) -> asyncio.Future[int] | None:
+        """After a transaction: broadcast, log and publish what it changed, if anything.
+
+        Returns the future of the change's log version (None when nothing changed).
+        """
         if not self._captured:
+            self._recorder.take()  # keep the recorder in step even for no-op transactions
             return None
         # One transaction gives one event; merging a handful is cheap should there be more.
         captured, self._captured = self._captured, []
         delta = captured[0] if len(captured) == 1 else merge_updates(*captured)
+        patch = self._recorder.take()
         self._changes += 1
-        self._view = None
+        self._advance_view(patch)
         frame = sync_update(delta)
         for conn in self.connections:
             if conn is not origin:
@@ -264,12 +296,39 @@ class Room:
             triggered_by=triggered_by,
             trigger_source=trigger_source,
             subject=subject if subject is not None else (origin.subject if origin else None),
+            patch=patch,
         )
         future = self._submit_change(change)
         self._pending.add(future)
         future.add_done_callback(self._committed)
         self._publish(self.key, FanoutMessage(FanoutKind.UPDATE, delta, self.replica_id))
         return future
+
+    def delete(
+        self, subject: str | None, triggered_by: TriggeredBy, trigger_source: str | None
+    ) -> asyncio.Future[int]:
+        """Log the panel's deletion and close its clients (4404). History is kept."""
+        change = Change(
+            key=self.key,
+            epoch=self.epoch,
+            update=EMPTY_UPDATE,
+            change_type=ChangeType.DELETED,
+            triggered_by=triggered_by,
+            trigger_source=trigger_source,
+            subject=subject,
+            patch=[],
+        )
+        future = self._submit_change(change)
+        self._pending.add(future)
+        future.add_done_callback(self._committed)
+        self._publish(self.key, FanoutMessage(FanoutKind.DELETED, b"", self.replica_id))
+        self._drop_clients()
+        return future
+
+    def _drop_clients(self) -> None:
+        self.deleted = True
+        for conn in list(self.connections):
+            conn.close(CLOSE_NOT_FOUND, "the panel was deleted")
 
     def apply_remote(self, message: FanoutMessage) -> None:
         """A change another replica applied and logged: apply and show it, do not re-log it."""
@@ -279,10 +338,12 @@ class Room:
             if self._captured:
                 self._captured = []
                 self._changes += 1
-                self._view = None
+                self._advance_view(self._recorder.take())
                 frame = sync_update(message.payload)
                 for conn in self.connections:
                     conn.send(frame)
+        elif message.kind == FanoutKind.DELETED:
+            self._drop_clients()
         elif message.kind == FanoutKind.AWARENESS:
             changed = self.presence.apply(decode_awareness(message.payload), message.origin)
             if changed:
@@ -291,10 +352,20 @@ class Room:
                     conn.send(frame)
 
     def view(self) -> tuple[dict[str, Any], int, datetime]:
-        """The JSON view (cached until the next change), its version and time."""
+        """The JSON view, its version and time. Kept current from each change's JSON Patch,
+        so a read never re-renders the doc."""
         if self._view is None:
             self._view = self.panel.render()
         return self._view, self.version, self.updated_at
+
+    def _advance_view(self, patch: list[dict[str, Any]]) -> None:
+        if self._view is None or not patch:
+            return
+        try:
+            self._view = apply_to_json(self._view, parse_patch(patch))
+        except StateError:  # should not happen; a fresh render is always right
+            log.exception("room %s: change events did not replay; re-rendering", self.key)
+            self._view = None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -335,8 +406,23 @@ class Room:
         if version > self.version:
             self.version = version
             self.updated_at = utcnow()
+        if not self._pending and self._saving_view is None and not self.closed:
+            self._saving_view = asyncio.create_task(self._save_view())
         if self._checkpoint_due() and self._checkpointing is None:
             self._checkpointing = asyncio.create_task(self._checkpoint())
+
+    async def _save_view(self) -> None:
+        # The stored view is a query cache of the log: written once the room is quiet.
+        try:
+            while self._view_saved_version < self.version and not self._pending and not self.closed:
+                version = self.version
+                view, _, _ = await self.call(self.view)
+                await self.log.save_view(self.key, self.epoch, version, view)
+                self._view_saved_version = version
+        except Exception as exc:
+            log.info("room %s: view not saved (%r); the next commit retries", self.key, exc)
+        finally:
+            self._saving_view = None
 
     def _checkpoint_due(self) -> bool:
         return self.version - self.checkpoint_version >= self.settings.checkpoint_every

@@ -1,23 +1,31 @@
 """The UpdateLog contract, run against every storage backend.
 
-To add a backend, add its name to BACKENDS and a branch to `open_store`; every test runs on it.
+To add a backend, add its name to BACKENDS and a branch to `backend`; every test runs on it.
+PostgreSQL tests share one migrated database per session (tests/pg.py), emptied before each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import random
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import orjson
 import pytest
 from pycrdt import Doc, Map, TransactionEvent
 
+from adapters.postgres import PostgresUpdateLog, SchemaOutdated, migrate, schema_status
 from adapters.sqlite import SqliteUpdateLog
-from crdt_state.errors import PanelNotFound, StaleEpoch
+from crdt_state.errors import PanelNotFound, StaleEpoch, Unavailable
 from crdt_state.ports import (
     Change,
     ChangeType,
@@ -30,20 +38,84 @@ from crdt_state.ports import (
 from crdt_state.replay import rebuild, write_checkpoint
 from migrations import migration_files
 
-BACKENDS = ["sqlite"]
+# Fixtures (clean_pg, pg_dsn) until conftest.py imports them for every module.
+from .pg import empty_tables, temporary_database
+
+BACKENDS = ["sqlite", "postgres"]
 CHECKPOINT_EVERY = 1_000
 LONG_LOG = 100_000
 
 OpenStore = Callable[[], Awaitable[UpdateLog]]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredView:
+    """What save_view() left in a panel's row."""
+
+    version: int | None
+    view: dict[str, Any] | None
+    checksum: str | None
+    size_bytes: int | None
+    leaves: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    open: OpenStore  # calling it again reopens the same data
+    stored_view: Callable[[PanelKey], Awaitable[StoredView]]
+
+
+def sqlite_backend(path: Path) -> Backend:
+    async def stored_view(key: PanelKey) -> StoredView:
+        with sqlite3.connect(path) as db:
+            row = db.execute(
+                "SELECT state_version, state, checksum, state_size_bytes, state_variable_count"
+                " FROM panels WHERE workspace_id = ? AND panel_id = ?",
+                (key.workspace_id, key.panel_id),
+            ).fetchone()
+        db.close()
+        version, view, checksum, size, leaves = row
+        return StoredView(version, view and orjson.loads(view), checksum, size, leaves)
+
+    return Backend("sqlite", lambda: SqliteUpdateLog.open(path), stored_view)
+
+
+def postgres_backend(dsn: str) -> Backend:
+    async def stored_view(key: PanelKey) -> StoredView:
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow(
+                "SELECT state_version, state::text, checksum, state_size_bytes,"
+                " state_variable_count FROM panel_states"
+                " WHERE workspace_id = $1 AND panel_id = $2",
+                key.workspace_id,
+                key.panel_id,
+            )
+        finally:
+            await conn.close()
+        version, view, checksum, size, leaves = row
+        return StoredView(version, view and orjson.loads(view), checksum, size, leaves)
+
+    # Small pools: the suite opens a store per test, often two at once.
+    return Backend("postgres", lambda: PostgresUpdateLog.open(dsn, max_size=4), stored_view)
+
+
 @pytest.fixture(params=BACKENDS)
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
-    """Opens a store on this test's own storage; calling it again reopens the same data."""
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """This test's own, empty storage on one backend."""
     if request.param == "sqlite":
-        path = tmp_path / "data" / "state.db"  # a missing folder: open() creates it
-        return lambda: SqliteUpdateLog.open(path)
+        return sqlite_backend(tmp_path / "data" / "state.db")  # open() creates the folder
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        await empty_tables(dsn)
+        return postgres_backend(dsn)
     raise ValueError(f"unknown backend {request.param}")
+
+
+@pytest.fixture
+def open_store(backend: Backend) -> OpenStore:
+    return backend.open
 
 
 @pytest.fixture
@@ -312,6 +384,33 @@ async def test_sqlite_applies_each_migration_once(tmp_path: Path) -> None:
     assert applied == [(number, name) for number, name, _ in migration_files("sqlite")]
 
 
+async def test_sqlite_upgrades_a_database_of_the_first_schema_keeping_its_log(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    number, name, sql = migration_files("sqlite")[0]
+    with sqlite3.connect(path) as db:
+        db.executescript(sql)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (number, name))
+        db.execute("INSERT INTO panels VALUES ('ws', 'p', 'e1', 2, NULL, 0, 0, NULL)")
+        for version in (1, 2):  # rows without a change id
+            db.execute(
+                "INSERT INTO state_history VALUES"
+                " ('ws', 'p', ?, 'e1', x'00', NULL, 'updated', 'user', NULL, NULL, 1, 0)",
+                (version,),
+            )
+    db.close()
+    store = await SqliteUpdateLog.open(path)
+    try:
+        key = PanelKey("ws", "p")
+        batch = [change(key, "e1"), change(key, "e1")]
+        assert await store.append(batch) == [3, 4]
+        assert await store.append(batch) == [3, 4]
+        assert [e.version for e in await store.read(key)] == [1, 2, 3, 4]
+    finally:
+        await store.close()
+
+
 # Checkpoints and time travel
 
 
@@ -413,3 +512,254 @@ async def test_a_rebuild_from_a_checkpoint_equals_the_full_replay(
     assert state_of(from_checkpoint) == state_of(replayed) == {"counter": LONG_LOG - 1}
     assert from_checkpoint.get_state() == replayed.get_state()
     assert from_checkpoint.get_update() == replayed.get_update()
+
+
+# Exactly once: change ids
+
+
+async def test_a_retried_batch_gets_its_versions_back_and_is_not_logged_twice(
+    store: UpdateLog,
+) -> None:
+    first, second = PanelKey("ws", "a"), PanelKey("ws", "b")
+    await created(store, first)
+    await created(store, second)
+    batch = [change(first, "e1", b"1"), change(second, "e1", b"2"), change(first, "e1", b"3")]
+    versions = await store.append(batch)
+    assert versions == [2, 2, 3]
+    # The commit succeeded but its answer was lost: the committer sends the same batch again.
+    assert await store.append(batch) == versions
+    assert [e.update for e in await store.read(first)] == [b"opaque", b"1", b"3"]
+    assert [e.update for e in await store.read(second)] == [b"opaque", b"2"]
+
+    # Part of a batch logged, part new: the new changes continue the numbering.
+    mixed = [batch[2], change(first, "e1", b"4"), batch[0]]
+    assert await store.append(mixed) == [3, 4, 2]
+    assert [e.version for e in await store.read(first)] == [1, 2, 3, 4]
+    loaded = await store.load(first)
+    assert loaded is not None and loaded.info.version == 4
+
+
+async def test_a_change_twice_in_one_batch_is_logged_once(store: UpdateLog) -> None:
+    key = PanelKey("ws", "p")
+    await created(store, key)
+    once = change(key, "e1", b"once")
+    assert await store.append([once, change(key, "e1", b"other"), once]) == [2, 3, 2]
+    assert [e.update for e in await store.read(key, after=1)] == [b"once", b"other"]
+
+
+async def test_a_logged_change_keeps_its_version_after_its_panel_is_deleted(
+    store: UpdateLog,
+) -> None:
+    key = PanelKey("ws", "p")
+    await created(store, key)
+    logged = change(key, "e1")
+    assert await store.append([logged]) == [2]
+    assert await store.append([change(key, "e1", change_type=ChangeType.DELETED)]) == [3]
+    assert await store.append([logged]) == [2]  # a late retry: already in, nothing refused
+    with pytest.raises(PanelNotFound):
+        await store.append([logged, change(key, "e1")])
+
+
+async def test_a_retried_create_answers_as_the_first_time(store: UpdateLog) -> None:
+    key = PanelKey("ws", "p")
+    creation = change(key, "e1", change_type=ChangeType.CREATED, subject="ann")
+    info = await store.create(creation)
+    assert info is not None and info.version == 1
+    again = await store.create(creation)
+    assert again is not None and (again.epoch, again.version, again.created_by) == (
+        "e1",
+        1,
+        "ann",
+    )
+    assert [e.version for e in await store.read(key)] == [1]
+    # Someone else's create of the live panel still loses.
+    assert await store.create(change(key, "e2", change_type=ChangeType.CREATED)) is None
+
+
+# The JSON view kept beside the log
+
+
+def expected_view(view: dict[str, Any]) -> tuple[str, int]:
+    canonical = orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest(), len(canonical)
+
+
+async def test_save_view_keeps_the_newest_view_of_the_current_epoch(
+    store: UpdateLog, backend: Backend
+) -> None:
+    key = PanelKey("ws", "p")
+    await created(store, key)
+    await store.append([change(key, "e1") for _ in range(3)])
+    before = (await store.load(key), await store.read(key))
+    assert await backend.stored_view(key) == StoredView(None, None, None, None, None)
+
+    view = {"$state": {"b": [1, 2, {"c": None}], "a": "x", "e": {}}, "$computed": {"n": 1.5}}
+    await store.save_view(key, "e1", 3, view)
+    checksum, size = expected_view(view)
+    assert await backend.stored_view(key) == StoredView(3, view, checksum, size, 5)
+
+    newer = {"$state": {"a": "y"}, "$computed": {}}
+    await store.save_view(key, "e1", 2, {"$state": {"old": True}})  # older: ignored
+    await store.save_view(key, "e1", 3, {"$state": {"same": True}})  # equal: ignored
+    await store.save_view(key, "e0", 4, {"$state": {"stale": True}})  # old epoch: ignored
+    await store.save_view(key, "e1", 9, {"$state": {"future": True}})  # not logged: ignored
+    await store.save_view(PanelKey("ws", "missing"), "e1", 1, newer)  # no panel: ignored
+    assert (await backend.stored_view(key)).view == view
+    await store.save_view(key, "e1", 4, newer)
+    assert (await backend.stored_view(key)).version == 4
+    assert (await backend.stored_view(key)).view == newer
+
+    # A cache beside the log: what load and read answer does not change.
+    assert (await store.load(key), await store.read(key)) == before
+
+
+async def test_a_deleted_panel_keeps_no_new_view_and_a_recreated_one_starts_without(
+    store: UpdateLog, backend: Backend
+) -> None:
+    key = PanelKey("ws", "p")
+    await created(store, key)
+    await store.save_view(key, "e1", 1, {"$state": {"v": 1}})
+    await store.append([change(key, "e1", change_type=ChangeType.DELETED)])
+    await store.save_view(key, "e1", 2, {"$state": {"v": 2}})
+    assert (await backend.stored_view(key)).version == 1
+    await created(store, key, epoch="e2")
+    assert (await backend.stored_view(key)).view is None
+    await store.save_view(key, "e2", 3, {"$state": {"v": 3}})
+    assert (await backend.stored_view(key)).view == {"$state": {"v": 3}}
+
+
+async def test_a_nul_character_in_a_patch_or_view_does_not_stop_the_log(
+    store: UpdateLog, backend: Backend
+) -> None:
+    # JSON allows U+0000 in strings; PostgreSQL's jsonb cannot hold it and keeps U+FFFD.
+    kept = "\ufffd" if backend.name == "postgres" else "\x00"
+    key = PanelKey("ws", "p")
+    await created(store, key)
+    patch = [{"op": "add", "path": "/a\x00", "value": "x\x00y"}]
+    [version] = await store.append([change(key, "e1", patch=patch)])
+    [entry] = await store.read(key, after=1)
+    assert entry.patch == [{"op": "add", "path": f"/a{kept}", "value": f"x{kept}y"}]
+    view = {"$state": {"k\x00": "v\x00"}}
+    await store.save_view(key, "e1", version, view)
+    stored = await backend.stored_view(key)
+    assert stored.view == {"$state": {f"k{kept}": f"v{kept}"}}
+    assert stored.checksum == expected_view(view)[0]  # of the view as the doc holds it
+
+
+# PostgreSQL: several processes, schema
+
+
+async def append_in_random_batches(
+    log: UpdateLog, changes: list[Change], rng: random.Random
+) -> list[tuple[list[Change], list[int]]]:
+    """Append `changes` in concurrent batches of random sizes; each batch with its versions."""
+    batches: list[list[Change]] = []
+    rest = list(changes)
+    while rest:
+        size = rng.randint(1, 40)
+        batches.append(rest[:size])
+        rest = rest[size:]
+    results = await asyncio.gather(*(log.append(batch) for batch in batches))
+    return list(zip(batches, results, strict=True))
+
+
+async def test_two_processes_appending_to_the_same_panels_get_gapless_versions(
+    clean_pg: str,
+) -> None:
+    rng = random.Random(7)
+    keys = [PanelKey("ws", "shared"), PanelKey("ws", "other")]
+    first = await PostgresUpdateLog.open(clean_pg, max_size=5)
+    second = await PostgresUpdateLog.open(clean_pg, max_size=5)
+    try:
+        for key in keys:
+            await created(first, key)
+        # Batches mix both panels in random order: row locks taken in one order, no deadlock.
+        work = {
+            log: [change(rng.choice(keys), "e1", f"{name}-{n}".encode()) for n in range(500)]
+            for log, name in [(first, "a"), (second, "b")]
+        }
+        results = await asyncio.gather(
+            *(append_in_random_batches(log, changes, rng) for log, changes in work.items())
+        )
+        given: dict[bytes, tuple[PanelKey, int]] = {}
+        for batches in results:
+            for batch, versions in batches:
+                for item, version in zip(batch, versions, strict=True):
+                    given[item.update] = (item.key, version)
+                for key in keys:  # a batch's changes to one panel get consecutive versions
+                    mine = [v for item, v in zip(batch, versions, strict=True) if item.key == key]
+                    assert not mine or mine == list(range(mine[0], mine[0] + len(mine)))
+        assert len(given) == 1000
+        # The two writers really raced: by version, the log switches between them often.
+        order = sorted(given.items(), key=lambda item: (str(item[1][0]), item[1][1]))
+        writers = [update[:1] for update, _ in order]
+        assert sum(a != b for a, b in itertools.pairwise(writers)) > 10
+        for key in keys:
+            entries = await first.read(key, limit=2000)
+            assert [e.version for e in entries] == list(range(1, len(entries) + 1))
+            # Every change exactly once, at the version its append answered.
+            assert {e.update: (key, e.version) for e in entries[1:]} == {
+                update: at for update, at in given.items() if at[0] == key
+            }
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_opening_a_database_nobody_listens_for_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(Unavailable):
+        await PostgresUpdateLog.open(f"postgresql://postgres@127.0.0.1:{port}/none")
+
+
+async def test_opening_a_database_without_the_schema_says_to_migrate() -> None:
+    async with temporary_database() as dsn:
+        latest = len(migration_files("postgres"))
+        assert await schema_status(dsn) == (0, latest)
+        with pytest.raises(SchemaOutdated, match=r"run `crdt-state migrate`") as raised:
+            await PostgresUpdateLog.open(dsn)
+        assert str(raised.value) == (
+            f"the database schema is at version 0, this server needs {latest}: "
+            "run `crdt-state migrate`"
+        )
+
+
+async def test_two_concurrent_migrations_apply_each_migration_once() -> None:
+    async with temporary_database() as dsn:
+        results = await asyncio.gather(migrate(dsn), migrate(dsn), migrate(dsn))
+        names = [f"{number:04d}_{name}" for number, name, _ in migration_files("postgres")]
+        assert sorted(results, key=len) == [[], [], names]
+        assert await migrate(dsn) == []
+        assert await schema_status(dsn) == (len(names), len(names))
+        log = await PostgresUpdateLog.open(dsn)
+        try:
+            await log.ping()
+            assert await log.create(change(PanelKey("ws", "p"), "e1")) is not None
+        finally:
+            await log.close()
+
+
+async def test_history_pages_newest_first_within_a_time_window(store: UpdateLog) -> None:
+    key = PanelKey("ws", "p")
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(0)))
+    at = [start + timedelta(minutes=n) for n in range(6)]
+    await store.create(change(key, "e1", change_type=ChangeType.CREATED, occurred_at=at[0]))
+    await store.append([change(key, "e1", occurred_at=at[n]) for n in (1, 2)])
+    await store.append([change(key, "e1", change_type=ChangeType.DELETED, occurred_at=at[3])])
+    await store.create(change(key, "e2", change_type=ChangeType.CREATED, occurred_at=at[4]))
+    await store.append([change(key, "e2", occurred_at=at[5])])
+
+    page, total = await store.history(key, limit=2)
+    assert ([e.version for e in page], total) == ([6, 5], 6)
+    page, total = await store.history(key, limit=10, offset=2)
+    assert [(e.version, e.epoch) for e in page] == [(4, "e1"), (3, "e1"), (2, "e1"), (1, "e1")]
+    # Both ends of the window are included.
+    page, total = await store.history(key, limit=10, since=at[2], until=at[4])
+    assert ([e.version for e in page], total) == ([5, 4, 3], 3)
+    east_of_utc = at[2].astimezone(timezone(timedelta(hours=3)))  # the same moment
+    page, total = await store.history(key, limit=1, since=east_of_utc)
+    assert ([e.version for e in page], total) == ([6], 4)
+    assert await store.history(key, limit=5, offset=10) == ([], 6)
+    assert await store.history(PanelKey("ws", "missing"), limit=5) == ([], 0)

@@ -120,3 +120,22 @@ async def test_query_awareness_answers_with_everyone_present(server):
     removal = protocol.decode_awareness((await b.recv()).payload)
     assert removal == [protocol.AwarenessEntry(42, 2, "null")]
     await b.close()
+
+
+async def test_a_client_cannot_change_the_server_owned_meta(server):
+    from pycrdt import Map
+
+    peer = await writer(server, "meta")
+    meta = peer.doc.get("$meta", type=Map)
+    epoch = meta["epoch"]
+    updates: list[bytes] = []
+    subscription = peer.doc.observe(lambda event: updates.append(event.update))
+    meta["epoch"] = "forged"
+    peer.doc.unobserve(subscription)
+    await peer.ws.send(protocol.sync_update(updates[0]))
+    restored = await peer.recv()  # the server's forward fix comes back to the sender too
+    peer.doc.apply_update(restored.payload)
+    assert meta["epoch"] == epoch
+    other = await writer(server, "meta")
+    assert other.doc.get("$meta", type=Map)["epoch"] == epoch
+    assert rest_state(server, "meta")["epoch"] == epoch

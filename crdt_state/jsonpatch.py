@@ -1,0 +1,578 @@
+"""RFC 6902 JSON Patch: parse, apply to plain JSON, apply to a panel's Y doc, invert.
+
+A request is validated in full on the JSON view (`apply_to_json`, pure) before anything
+touches the doc, because CRDT transactions cannot roll back. `apply_to_doc` then replays the
+same operations on the Y doc as the smallest structural change: objects merge key by key and
+unchanged values keep their Y identity, so a concurrent edit of a sibling field survives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+
+from pycrdt import Array, Map
+
+from .document import VIEW_ROOTS, PanelDoc, to_y
+from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
+from .values import MAX_DEPTH, check_json, escape_token
+
+OPS = ("add", "remove", "replace", "move", "copy", "test")
+PATCH_ERRORS = (InvalidPatch, PathNotFound, TestFailed, InvalidValue)
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
+_BAD_ESCAPE = re.compile(r"~(?![01])")
+
+
+class _Missing:
+    """Marks an absent object member (None is JSON null, a real value)."""
+
+
+MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One validated operation; `path`/`from_path` are unescaped RFC 6901 tokens."""
+
+    index: int
+    op: str
+    path: list[str]
+    pointer: str
+    from_path: list[str] | None = None
+    from_pointer: str | None = None
+    value: Any = None
+
+    def label(self) -> str:
+        return f"operation {self.index} ({self.op} {self.pointer or '(root)'})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The operation as RFC 6902 JSON (what a history entry stores)."""
+        out: dict[str, Any] = {"op": self.op, "path": self.pointer}
+        if self.from_pointer is not None:
+            out["from"] = self.from_pointer
+        if self.op in ("add", "replace", "test"):
+            out["value"] = self.value
+        return out
+
+
+def _fail(cls: type[StateError], op: Operation, reason: str) -> NoReturn:
+    raise cls(f"{op.label()}: {reason}", operation=op.index, path=op.pointer)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_pointer(pointer: str) -> list[str]:
+    """RFC 6901: "" is the whole document, otherwise "/"-separated tokens with ~0 ~1 escapes."""
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise ValueError(f"JSON Pointer {pointer!r} must be empty or start with '/'")
+    if _BAD_ESCAPE.search(pointer):
+        raise ValueError(f"JSON Pointer {pointer!r} uses '~' other than as ~0 or ~1")
+    # ~1 before ~0, so that "~01" decodes to "~1" and not "/".
+    return [token.replace("~1", "/").replace("~0", "~") for token in pointer[1:].split("/")]
+
+
+def format_pointer(tokens: Iterable[str | int]) -> str:
+    return "".join("/" + escape_token(str(token)) for token in tokens)
+
+
+def parse_patch(raw: object) -> list[Operation]:
+    """Check a JSON Patch's shape (not its paths against a document) and its values."""
+    if not isinstance(raw, list):
+        raise InvalidPatch(f"A JSON Patch is an array of operations, not {_json_type(raw)}.")
+    return [_parse_operation(index, item) for index, item in enumerate(raw)]
+
+
+def _parse_operation(index: int, item: object) -> Operation:
+    where = f"operation {index}"
+    if not isinstance(item, dict):
+        raise InvalidPatch(f"{where} is {_json_type(item)}, not an object.", operation=index)
+    name = item.get("op")
+    if name not in OPS:
+        raise InvalidPatch(
+            f"{where}: 'op' is {name!r}; expected one of {', '.join(OPS)}.", operation=index
+        )
+    pointer = _member_pointer(item, "path", f"{where} ({name})", index)
+    op = Operation(index, name, parse_pointer(pointer), pointer)
+    if name in ("move", "copy"):
+        from_pointer = _member_pointer(item, "from", op.label(), index)
+        op = replace(op, from_path=parse_pointer(from_pointer), from_pointer=from_pointer)
+    if name in ("add", "replace", "test"):
+        if "value" not in item:
+            _fail(InvalidPatch, op, "the 'value' member is missing.")
+        op = replace(op, value=item["value"])
+    _check_operation(op)
+    return op
+
+
+def _member_pointer(item: dict[str, Any], member: str, where: str, index: int) -> str:
+    pointer = item.get(member)
+    if not isinstance(pointer, str):
+        found = "missing" if member not in item else f"{_json_type(pointer)}, not a string"
+        raise InvalidPatch(f"{where}: the '{member}' member is {found}.", operation=index)
+    try:
+        tokens = parse_pointer(pointer)
+    except ValueError as exc:
+        raise InvalidPatch(f"{where}: {exc}.", operation=index, path=pointer) from None
+    if len(tokens) > MAX_DEPTH:
+        raise InvalidPatch(
+            f"{where}: '{member}' is deeper than the {MAX_DEPTH} levels a document can hold.",
+            operation=index,
+        )
+    return pointer
+
+
+def _check_operation(op: Operation) -> None:
+    if op.op == "remove" and not op.path:
+        _fail(InvalidPatch, op, "the whole document cannot be removed.")
+    if op.op == "move" and op.from_path is not None and _is_proper_prefix(op.from_path, op.path):
+        _fail(InvalidPatch, op, f"cannot move {op.from_pointer} into its own child.")
+    if op.op in ("add", "replace", "test"):
+        try:
+            check_json(op.value, op.pointer, len(op.path))
+        except InvalidValue as exc:
+            details = {**exc.details, "operation": op.index}
+            raise InvalidValue(f"{op.label()}: {exc.message}", **details) from None
+
+
+def _is_proper_prefix(prefix: list[str], tokens: list[str]) -> bool:
+    return len(prefix) < len(tokens) and tokens[: len(prefix)] == prefix
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+# -- plain JSON --------------------------------------------------------------------------------
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: 1 == 1.0, but true != 1, and object member order does not matter."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def apply_to_json(document: Any, ops: Iterable[Operation]) -> Any:
+    """Apply a parsed patch to plain JSON and return the new document.
+
+    Pure: the input is never mutated; the result shares unchanged subtrees with it (and with
+    the patch's values), so treat both as immutable. Raises PathNotFound, TestFailed,
+    InvalidValue or InvalidPatch naming the failing operation.
+    """
+    for op in ops:
+        document = _apply_json(document, op)
+    return document
+
+
+def _apply_json(document: Any, op: Operation) -> Any:
+    if op.op == "test":
+        actual = _get(document, op.path, op)
+        if not json_equal(actual, op.value):
+            _fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
+        return document
+    if op.op == "add":
+        return _add(document, op.path, op.value, op)
+    if op.op == "remove":
+        return _remove(document, op.path, op)
+    if op.op == "replace":
+        return _replace(document, op.path, op.value, op)
+    assert op.from_path is not None
+    value = _get(document, op.from_path, op)
+    if op.op == "move":
+        if op.from_path == op.path:
+            return document
+        document = _remove(document, op.from_path, op)
+    _check_depth(value, op)
+    return _add(document, op.path, value, op)
+
+
+def _check_depth(value: Any, op: Operation) -> None:
+    # A copy of a value the doc already holds is valid, unless it lands too deep.
+    if len(op.path) + _nesting(value) > MAX_DEPTH:
+        _fail(InvalidValue, op, f"the value would nest deeper than {MAX_DEPTH} levels.")
+
+
+def _nesting(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_nesting, value), default=0)
+    return 0
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _get(document: Any, tokens: Sequence[str], op: Operation) -> Any:
+    node = document
+    for depth, token in enumerate(tokens):
+        node = _child(node, token, tokens[:depth], op)
+    return node
+
+
+def _child(node: Any, token: str, parent: Sequence[str], op: Operation) -> Any:
+    if isinstance(node, dict):
+        if token not in node:
+            _fail(PathNotFound, op, f"{format_pointer([*parent, token])} does not exist.")
+        return node[token]
+    if isinstance(node, list):
+        return node[_index(token, len(node), parent, op, append=False)]
+    where = format_pointer(parent) or "the document"
+    _fail(PathNotFound, op, f"{where} is {_json_type(node)}, which has no member {token!r}.")
+
+
+def _index(token: str, length: int, parent: Sequence[str], op: Operation, append: bool) -> int:
+    """An array index token: digits without leading zeros, or "-" (the end) where adding."""
+    if append and token == "-":
+        return length
+    where = format_pointer(parent) or "the document"
+    if not _ARRAY_INDEX.fullmatch(token):
+        _fail(PathNotFound, op, f"{token!r} is not an index of the array {where}.")
+    # Long digit strings are out of range anyway, and int() refuses over 4300 digits.
+    index = int(token) if len(token) <= 18 else length + 1
+    if index > (length if append else length - 1):
+        _fail(PathNotFound, op, f"index {token} is out of range (length {length}).")
+    return index
+
+
+def _update(node: Any, tokens: Sequence[str], edit: Callable[[Any], Any], op: Operation) -> Any:
+    """Copy on write: rebuild the containers on the path to `tokens`, editing the last one."""
+    return _update_from(node, tokens, 0, edit, op)
+
+
+def _update_from(
+    node: Any, tokens: Sequence[str], depth: int, edit: Callable[[Any], Any], op: Operation
+) -> Any:
+    if depth == len(tokens):
+        return edit(node)
+    token = tokens[depth]
+    child = _child(node, token, tokens[:depth], op)
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    key = token if isinstance(node, dict) else int(token)
+    copy[key] = _update_from(child, tokens, depth + 1, edit, op)  # type: ignore[index]
+    return copy
+
+
+def _add(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
+    if not tokens:
+        return value
+    parent, last = tokens[:-1], tokens[-1]
+
+    def edit(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {**node, last: value}
+        if isinstance(node, list):
+            index = _index(last, len(node), parent, op, append=True)
+            return [*node[:index], value, *node[index:]]
+        _fail(PathNotFound, op, f"{format_pointer(parent) or 'the document'} is not a container.")
+
+    return _update(document, parent, edit, op)
+
+
+def _remove(document: Any, tokens: Sequence[str], op: Operation) -> Any:
+    parent, last = tokens[:-1], tokens[-1]
+
+    def edit(node: Any) -> Any:
+        _child(node, last, parent, op)  # raises unless it exists
+        if isinstance(node, dict):
+            return {key: item for key, item in node.items() if key != last}
+        index = int(last)
+        return [*node[:index], *node[index + 1 :]]
+
+    return _update(document, parent, edit, op)
+
+
+def _replace(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
+    if not tokens:
+        return value
+    parent, last = tokens[:-1], tokens[-1]
+
+    def edit(node: Any) -> Any:
+        _child(node, last, parent, op)
+        if isinstance(node, dict):
+            return {**node, last: value}
+        copy = list(node)
+        copy[int(last)] = value
+        return copy
+
+    return _update(document, parent, edit, op)
+
+
+# -- panel paths -------------------------------------------------------------------------------
+
+
+def check_panel_paths(ops: Iterable[Operation], writable_roots: Sequence[str] = VIEW_ROOTS) -> None:
+    """Every path must lie in a root of the panel's JSON view that the caller may write.
+
+    Outside the view ("", $meta, unknown roots): InvalidPatch. A view root the caller may not
+    write: Forbidden. A root itself can be tested, or replaced by (merged with) an object.
+    """
+    for op in ops:
+        _check_root_path(op, op.path, op.pointer, writable_roots)
+        if op.from_path is not None:
+            _check_root_path(op, op.from_path, op.from_pointer or "", writable_roots)
+        if len(op.path) == 1:
+            _check_root_target(op)
+        if op.op == "move" and op.from_path is not None and len(op.from_path) == 1:
+            _fail(InvalidPatch, op, f"the root {op.from_pointer} cannot be moved away.")
+
+
+def _check_root_path(
+    op: Operation, tokens: list[str], pointer: str, writable: Sequence[str]
+) -> None:
+    roots = ", ".join(f"/{escape_token(root)}" for root in writable)
+    if not tokens or tokens[0] not in VIEW_ROOTS:
+        where = f"'{pointer}'" if pointer else "the whole view"
+        _fail(InvalidPatch, op, f"{where} is outside the panel's state; paths start with {roots}.")
+    if tokens[0] not in writable:
+        _fail(Forbidden, op, f"{pointer} may not be written here; paths start with {roots}.")
+
+
+def _check_root_target(op: Operation) -> None:
+    if op.op == "remove":
+        _fail(InvalidPatch, op, "a root cannot be removed; replace it with {} to empty it.")
+    if op.op in ("move", "copy"):
+        _fail(InvalidPatch, op, "a root can only be replaced by an object value.")
+    if op.op in ("add", "replace") and not isinstance(op.value, dict):
+        _fail(InvalidPatch, op, f"a root must stay an object, not {_json_type(op.value)}.")
+
+
+# -- the Y doc ---------------------------------------------------------------------------------
+
+
+def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
+    """Replay ops on the doc. `before` must be the panel's current JSON view, on which
+    check_panel_paths and apply_to_json already accepted `ops`: an error here would leave
+    the transaction half done.
+
+    Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it).
+    """
+    current = before
+    with panel.doc.transaction():
+        for op in ops:
+            current = _apply_doc(panel, op, current)
+
+
+def _apply_doc(panel: PanelDoc, op: Operation, current: Any) -> Any:
+    if op.op == "test":
+        return current
+    if op.op in ("add", "replace"):
+        after = _apply_json(current, op)
+        _doc_write(panel, op.path, (current, after), op.value, insert=op.op == "add")
+        return after
+    if op.op == "remove":
+        after = _remove(current, op.path, op)
+        _doc_remove(panel, op.path, current, after)
+        return after
+    assert op.from_path is not None
+    if op.op == "move" and op.from_path == op.path:
+        return current
+    value = _get(current, op.from_path, op)
+    if op.op == "move":
+        middle = _remove(current, op.from_path, op)
+        _doc_remove(panel, op.from_path, current, middle)
+        current = middle
+    after = _add(current, op.path, value, op)
+    _doc_write(panel, op.path, (current, after), value, insert=True)
+    return after
+
+
+def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:
+    """The deepest Y container on the way to the parent of `tokens`, and its depth.
+
+    Below it the JSON view may go on inside a plain value (a JS object a browser stored
+    whole): that part cannot merge and is rewritten from its container.
+    """
+    node: Map | Array = panel.roots[tokens[0]]
+    depth = 1
+    while depth < len(tokens) - 1:
+        child = node[_key(node, tokens[depth])]
+        if not isinstance(child, Map | Array):
+            break
+        node, depth = child, depth + 1
+    return node, depth
+
+
+def _key(node: Map | Array, token: str) -> Any:
+    if isinstance(node, Map):
+        return token
+    return len(node) if token == "-" else int(token)
+
+
+def _doc_write(
+    panel: PanelDoc, tokens: Sequence[str], views: tuple[Any, Any], value: Any, insert: bool
+) -> None:
+    """Put `value` at `tokens`; `views` is the JSON view before and after this one step."""
+    before, after = views
+    if len(tokens) == 1:
+        merge_map(panel.roots[tokens[0]], before[tokens[0]], value)
+        return
+    node, depth = _locate(panel, tokens)
+    key = _key(node, tokens[depth])
+    if depth < len(tokens) - 1:  # inside a plain value: rewrite it from its container
+        here = tokens[: depth + 1]
+        assign(node, key, _get(before, here, _NO_OP), _get(after, here, _NO_OP))
+    elif insert and isinstance(node, Array):
+        node.insert(key, to_y(value))
+    else:
+        assign(node, key, _get_or_missing(before, tokens), value)
+
+
+def _doc_remove(panel: PanelDoc, tokens: Sequence[str], before: Any, after: Any) -> None:
+    if len(tokens) < 2:
+        raise InvalidPatch("A root of the panel cannot be removed.")
+    node, depth = _locate(panel, tokens)
+    key = _key(node, tokens[depth])
+    if depth == len(tokens) - 1:
+        del node[key]
+    else:
+        here = tokens[: depth + 1]
+        assign(node, key, _get(before, here, _NO_OP), _get(after, here, _NO_OP))
+
+
+_NO_OP = Operation(-1, "replay", [], "")
+
+
+def _get_or_missing(document: Any, tokens: Sequence[str]) -> Any:
+    try:
+        return _get(document, tokens, _NO_OP)
+    except PathNotFound:
+        return MISSING
+
+
+def assign(node: Map | Array, key: Any, old: Any, new: Any) -> None:
+    """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
+    little as possible: equal values stay, objects and arrays are merged into in place."""
+    if old is not MISSING and json_equal(old, new):
+        return
+    child = node[key] if old is not MISSING else None
+    if isinstance(child, Map) and isinstance(old, dict) and isinstance(new, dict):
+        merge_map(child, old, new)
+    elif isinstance(child, Array) and isinstance(old, list) and isinstance(new, list):
+        merge_array(child, old, new)
+    elif isinstance(node, Map):
+        node[key] = to_y(new)
+    else:
+        del node[key]
+        node.insert(key, to_y(new))
+
+
+def merge_map(ymap: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
+    for key in old:
+        if key not in new:
+            del ymap[key]
+    for key, value in new.items():
+        assign(ymap, key, old.get(key, MISSING), value)
+
+
+def merge_array(yarray: Array, old: list[Any], new: list[Any]) -> None:
+    """Keep the equal prefix and suffix; merge a middle of the same length element by
+    element, else replace the middle (an unambiguous pairing is not known then)."""
+    shortest = min(len(old), len(new))
+    start = 0
+    while start < shortest and json_equal(old[start], new[start]):
+        start += 1
+    end = 0
+    while end < shortest - start and json_equal(old[-1 - end], new[-1 - end]):
+        end += 1
+    old_middle, new_middle = old[start : len(old) - end], new[start : len(new) - end]
+    if len(old_middle) == len(new_middle):
+        for offset, (was, now) in enumerate(zip(old_middle, new_middle, strict=True)):
+            assign(yarray, start + offset, was, now)
+        return
+    if old_middle:
+        del yarray[start : start + len(old_middle)]
+    for offset, value in enumerate(new_middle):
+        yarray.insert(start + offset, to_y(value))
+
+
+def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = MISSING) -> None:
+    """PUT: make root `root` hold `new_value` through the minimal structural change.
+
+    `before` is the root's current JSON when the caller has it (saves a render). Values are
+    checked before the doc is touched; joins the caller's transaction if there is one.
+    """
+    if root not in VIEW_ROOTS:
+        raise InvalidPatch(f"'{root}' is not a root of the panel's state.")
+    if not isinstance(new_value, dict):
+        pointer = f"/{escape_token(root)}"
+        raise InvalidValue(
+            f"{pointer} must be an object, not {_json_type(new_value)}.", path=pointer
+        )
+    check_json(new_value, f"/{escape_token(root)}", 1)
+    old = panel.render_root(root) if before is MISSING else before
+    with panel.doc.transaction():
+        merge_map(panel.roots[root], old, new_value)
+
+
+# -- undo --------------------------------------------------------------------------------------
+
+
+def inverse_patch(before: Any, ops: Iterable[Operation]) -> list[dict[str, Any]]:
+    """A JSON Patch that turns the result of `ops` on `before` back into `before`.
+
+    Each operation is split into primitive steps (move = remove + add, copy = add), each
+    step's inverse is taken against the document just before it, and the inverses run in
+    reverse order. Array "-" is resolved to the index it meant.
+    """
+    undo: list[dict[str, Any]] = []
+    current = before
+    for op in ops:
+        for kind, tokens, value in _steps(current, op):
+            undo.append(_invert_step(current, kind, tokens, op))
+            step = Operation(op.index, kind, tokens, format_pointer(tokens), value=value)
+            current = _apply_json(current, step)
+    undo.reverse()
+    return undo
+
+
+def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
+    if op.op == "test":
+        return []
+    if op.op in ("add", "remove", "replace"):
+        return [(op.op, op.path, op.value)]
+    assert op.from_path is not None
+    value = _get(current, op.from_path, op)
+    if op.op == "copy":
+        return [("add", op.path, value)]
+    if op.from_path == op.path:
+        return []
+    return [("remove", op.from_path, None), ("add", op.path, value)]
+
+
+def _invert_step(current: Any, kind: str, tokens: list[str], op: Operation) -> dict[str, Any]:
+    if not tokens:
+        return {"op": "replace", "path": "", "value": current}
+    parent = _get(current, tokens[:-1], op)
+    last = tokens[-1]
+    if isinstance(parent, list):
+        last = str(_index(last, len(parent), tokens[:-1], op, append=kind == "add"))
+    pointer = format_pointer([*tokens[:-1], last])
+    if kind == "remove":
+        return {"op": "add", "path": pointer, "value": _get(current, tokens, op)}
+    if kind == "replace" or (isinstance(parent, dict) and last in parent):
+        return {"op": "replace", "path": pointer, "value": parent[_key_in(parent, last)]}
+    return {"op": "remove", "path": pointer}
+
+
+def _key_in(parent: Any, token: str) -> Any:
+    return token if isinstance(parent, dict) else int(token)

@@ -37,12 +37,27 @@ class Committer:
         self._queue: deque[tuple[Change, asyncio.Future[int]]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self.healthy = True
         self.committed = 0
         self.batches = 0
 
-    def start(self) -> None:
+    def start(self, probe_seconds: float = 1.0) -> None:
         self._task = asyncio.create_task(self._run(), name="committer")
+        if probe_seconds > 0:
+            self._probe = asyncio.create_task(self._watch(probe_seconds), name="log probe")
+
+    async def _watch(self, every: float) -> None:
+        """Ping the store now and then, so writes are refused up front while it is down."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.log.ping()
+            except Exception:
+                self.healthy = False
+            else:
+                if not self._queue:  # with a backlog, health returns with the next commit
+                    self.healthy = True
 
     def submit(self, change: Change) -> asyncio.Future[int]:
         """Queue a change; the future resolves with its version once it is committed."""
@@ -62,9 +77,10 @@ class Committer:
 
     async def close(self) -> None:
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._probe):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

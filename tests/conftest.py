@@ -7,7 +7,7 @@ import pytest
 
 from crdt_state.auth import mint_token
 
-from .pg import clean_pg, pg_dsn  # noqa: F401  (fixtures)
+from .pg import clean_pg, cluster, pg_dsn  # noqa: F401  (fixtures)
 from .server import SECRET, ServerProcess
 
 

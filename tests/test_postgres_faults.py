@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -26,12 +23,11 @@ from crdt_state.errors import Unavailable
 from crdt_state.ports import Change, ChangeType, PanelKey, UpdateLog
 
 # Fixtures (clean_pg, pg_dsn) until conftest.py imports them for every module.
-from .pg import admin_dsn, wait_until_accepting
+from .pg import Cluster, restartable
 
 KEY = PanelKey("ws", "stream")
 PACE_SECONDS = 0.002  # between two submitted changes: ~500 changes a second
 SETTLE_SECONDS = 60  # the longest a future may take to resolve once the server is back
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def new_change(number: int) -> Change:
@@ -77,82 +73,6 @@ async def committing(log: UpdateLog) -> AsyncIterator[Committer]:
 
 
 # The server stopped and started
-
-
-@dataclass(frozen=True, slots=True)
-class Cluster:
-    """The local PostgreSQL cluster the tests use, as pg_ctlcluster names it."""
-
-    version: str
-    name: str
-
-    def stop(self, mode: str) -> None:
-        self._control("stop", "--mode", mode)
-
-    def start(self) -> None:
-        self._control("start")  # returns once the server accepts connections
-
-    def running(self) -> bool:
-        return self._run("status").returncode == 0
-
-    def _control(self, action: str, *options: str) -> None:
-        done = self._run(action, *options)
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctlcluster {action} failed: {done.stdout}{done.stderr}")
-
-    def _run(self, action: str, *options: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                "pg_ctlcluster",
-                "--skip-systemctl-redirect",
-                *options,
-                self.version,
-                self.name,
-                action,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-
-def local_cluster(dsn: str) -> Cluster | str:
-    """The cluster serving `dsn`, or why the tests cannot stop and start it."""
-    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
-        return "pg_ctlcluster is not installed (Debian's postgresql-common)"
-    if os.geteuid() != 0:
-        return "stopping and starting the PostgreSQL cluster needs root"
-    address = urlsplit(dsn)
-    if address.hostname not in LOCAL_HOSTS:
-        return f"the test server {address.hostname} is not on this machine"
-    listed = subprocess.run(
-        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=False
-    )
-    for line in listed.stdout.splitlines():
-        version, name, port, *_ = line.split()
-        if int(port) == (address.port or 5432):
-            return Cluster(version, name)
-    return f"no local cluster listens on port {address.port}"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    found = local_cluster(admin_dsn())
-    if isinstance(found, str):
-        pytest.skip(f"cannot restart PostgreSQL: {found}")
-    return found
-
-
-@asynccontextmanager
-async def restartable(cluster: Cluster) -> AsyncIterator[Cluster]:
-    try:
-        yield cluster
-    finally:
-        # Whatever happened, the server is left running and answering for the next tests.
-        if not await asyncio.to_thread(cluster.running):
-            await asyncio.to_thread(cluster.start)
-        await wait_until_accepting(admin_dsn())
 
 
 @dataclass(slots=True)

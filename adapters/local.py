@@ -1,40 +1,66 @@
-"""In-process fan-out: the embedded default's Fanout (one replica, so subscribers are local)."""
+"""In-process fan-out: the embedded default's Fanout (one replica, so every subscriber is
+local; there is no other replica to lose and no transport to reconnect)."""
 
 from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from collections.abc import Callable, Hashable
+from typing import Any
 
-from crdt_state.ports import FanoutCallback, FanoutMessage, PanelKey
+from crdt_state.ports import FanoutCallback, FanoutMessage, NoticeCallback, PanelKey
 
 
 class _LocalSubscription:
-    def __init__(self, fanout: LocalFanout, key: PanelKey, callback: FanoutCallback) -> None:
-        self._fanout = fanout
-        self._key = key
+    def __init__(
+        self, table: defaultdict[Hashable, set[Any]], topic: Hashable, callback: Any
+    ) -> None:
+        self._table = table
+        self._topic = topic
         self._callback = callback
 
     async def close(self) -> None:
-        callbacks = self._fanout.subscribers.get(self._key)
+        callbacks = self._table.get(self._topic)
         if callbacks is not None:
             callbacks.discard(self._callback)
             if not callbacks:
-                del self._fanout.subscribers[self._key]
+                del self._table[self._topic]
+
+
+async def _deliver(callbacks: set[Any], message: Any) -> None:
+    for callback in list(callbacks):
+        result = callback(message)
+        if inspect.isawaitable(result):
+            await result
 
 
 class LocalFanout:
     def __init__(self) -> None:
-        self.subscribers: defaultdict[PanelKey, set[FanoutCallback]] = defaultdict(set)
+        self.subscribers: defaultdict[Hashable, set[Any]] = defaultdict(set)
+        self.notice_subscribers: defaultdict[Hashable, set[Any]] = defaultdict(set)
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
-        for callback in list(self.subscribers.get(key, ())):
-            result = callback(message)
-            if inspect.isawaitable(result):
-                await result
+        await _deliver(self.subscribers.get(key, set()), message)
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> _LocalSubscription:
         self.subscribers[key].add(callback)
-        return _LocalSubscription(self, key, callback)
+        return _LocalSubscription(self.subscribers, key, callback)
+
+    async def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None:
+        await _deliver(self.notice_subscribers.get(workspace_id, set()), notice)
+
+    async def subscribe_notices(
+        self, workspace_id: str, callback: NoticeCallback
+    ) -> _LocalSubscription:
+        self.notice_subscribers[workspace_id].add(callback)
+        return _LocalSubscription(self.notice_subscribers, workspace_id, callback)
+
+    def on_replica_lost(self, callback: Callable[[str], None]) -> None:
+        return None  # one process: no other replica to lose
+
+    def on_reconnected(self, callback: Callable[[], None]) -> None:
+        return None  # nothing to reconnect
 
     async def close(self) -> None:
         self.subscribers.clear()
+        self.notice_subscribers.clear()

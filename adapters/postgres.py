@@ -11,6 +11,7 @@ was lost.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from adapters.sqlite import (
     BatchPanel,
     number_batch,
     panel_not_found,
+    snapshot_row,
     stale_epoch,
     stored_view,
 )
@@ -148,6 +150,33 @@ _SAVE_VIEW = """
       AND (state_version IS NULL OR state_version < $4) AND $4 <= version
 """
 
+_LIST_PANELS = """
+    SELECT panel_id, version, epoch, CASE WHEN state_version = version THEN state::text END
+    FROM panel_states
+    WHERE workspace_id = $1 AND deleted_at IS NULL
+    ORDER BY panel_id
+"""
+_SNAPSHOT_COLUMNS = """
+    id, workspace_id, snapshot_type, description, panel_count, total_size_bytes,
+    git_commit_hash, panel_versions::text, created_by, created_at
+"""
+_INSERT_SNAPSHOT = """
+    INSERT INTO state_snapshots (id, workspace_id, snapshot_type, description, panel_count,
+                                 total_size_bytes, git_commit_hash, panel_versions, created_by,
+                                 created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
+"""
+# One pass over the panels, one index probe per workspace for its newest Git snapshot.
+_CHANGED_WORKSPACES = """
+    SELECT p.workspace_id FROM panel_states AS p
+    GROUP BY p.workspace_id
+    HAVING max(p.updated_at) > coalesce((
+        SELECT max(s.created_at) FROM state_snapshots AS s
+        WHERE s.workspace_id = p.workspace_id AND s.git_commit_hash IS NOT NULL
+    ), '-infinity')
+    ORDER BY p.workspace_id
+"""
+
 
 class SchemaOutdated(RuntimeError):
     """The database lacks migrations this server needs: an operator must run migrate."""
@@ -251,7 +280,7 @@ def _history_record(change: Change, version: int) -> tuple[Any, ...]:
         change.epoch,
         change.change_id,
         change.update,
-        _patch_text(change.patch),
+        _patch_text(change.patch_for(version)),
         str(change.change_type),
         str(change.triggered_by),
         change.trigger_source,
@@ -580,6 +609,60 @@ class PostgresUpdateLog:
                 len(stored.canonical),
                 stored.leaves,
             )
+
+    async def list_panels(
+        self, workspace_id: str
+    ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(_LIST_PANELS, workspace_id)
+        return [
+            (panel_id, version, epoch, None if view is None else orjson.loads(view))
+            for panel_id, version, epoch, view in rows
+        ]
+
+    async def record_snapshot(
+        self,
+        workspace_id: str,
+        *,
+        snapshot_id: str,
+        snapshot_type: str,
+        description: str | None,
+        panel_count: int,
+        total_size_bytes: int,
+        git_commit_hash: str | None,
+        panel_versions: dict[str, int],
+        created_by: str | None,
+        created_at: datetime,
+    ) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                _INSERT_SNAPSHOT,
+                uuid.UUID(snapshot_id),
+                workspace_id,
+                snapshot_type,
+                description,
+                panel_count,
+                total_size_bytes,
+                git_commit_hash,
+                _jsonb_text(orjson.dumps(panel_versions)),
+                created_by,
+                _aware(created_at),
+            )
+
+    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_SNAPSHOT_COLUMNS} FROM state_snapshots WHERE workspace_id = $1"
+                " ORDER BY created_at DESC, id LIMIT $2",
+                workspace_id,
+                max(limit, 0),
+            )
+        return [snapshot_row(tuple(row)) for row in rows]
+
+    async def changed_workspaces(self) -> list[str]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(_CHANGED_WORKSPACES)
+        return [workspace_id for (workspace_id,) in rows]
 
     async def ping(self) -> None:
         async with self._connection() as conn:

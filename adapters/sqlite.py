@@ -96,7 +96,8 @@ def _entry(row: tuple[Any, ...]) -> LogEntry:
 
 
 def _history_row(change: Change, version: int) -> tuple[Any, ...]:
-    patch = None if change.patch is None else orjson.dumps(change.patch).decode()
+    stored = change.patch_for(version)
+    patch = None if stored is None else orjson.dumps(stored).decode()
     return (
         change.key.workspace_id,
         change.key.panel_id,
@@ -325,6 +326,45 @@ class SqliteUpdateLog:
     ) -> None:
         stored = stored_view(view)  # on the caller's thread: the worker only writes
         await self._run(lambda db: self._save_view(db, key, epoch, version, stored))
+
+    async def list_panels(
+        self, workspace_id: str
+    ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+        return await self._run(lambda db: _list_panels(db, workspace_id))
+
+    async def record_snapshot(
+        self,
+        workspace_id: str,
+        *,
+        snapshot_id: str,
+        snapshot_type: str,
+        description: str | None,
+        panel_count: int,
+        total_size_bytes: int,
+        git_commit_hash: str | None,
+        panel_versions: dict[str, int],
+        created_by: str | None,
+        created_at: datetime,
+    ) -> None:
+        row = (
+            snapshot_id,
+            workspace_id,
+            snapshot_type,
+            description,
+            panel_count,
+            total_size_bytes,
+            git_commit_hash,
+            orjson.dumps(panel_versions).decode(),
+            created_by,
+            _micros(created_at),
+        )
+        await self._run(lambda db: _insert_snapshot(db, row))
+
+    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return await self._run(lambda db: _list_snapshots(db, workspace_id, max(limit, 0)))
+
+    async def changed_workspaces(self) -> list[str]:
+        return await self._run(_changed_workspaces)
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
@@ -556,6 +596,79 @@ class SqliteUpdateLog:
                     version,
                 ),
             )
+
+
+# Snapshots (the rows beside the Git snapshots; see crdt_state/snapshot_service.py)
+
+SNAPSHOT_FIELDS = (
+    "snapshot_id",
+    "workspace_id",
+    "snapshot_type",
+    "description",
+    "panel_count",
+    "total_size_bytes",
+    "git_commit_hash",
+    "panel_versions",
+    "created_by",
+    "created_at",
+)
+_SNAPSHOT_COLUMNS = (
+    "id, workspace_id, snapshot_type, description, panel_count, total_size_bytes,"
+    " git_commit_hash, panel_versions, created_by, created_at"
+)
+
+
+def snapshot_row(values: Sequence[Any]) -> dict[str, Any]:
+    """A state_snapshots row as list_snapshots() answers it (panel_versions still raw)."""
+    row = dict(zip(SNAPSHOT_FIELDS, values, strict=True))
+    row["snapshot_id"] = str(row["snapshot_id"])
+    if isinstance(row["panel_versions"], str):
+        row["panel_versions"] = orjson.loads(row["panel_versions"])
+    return row
+
+
+def _list_panels(
+    db: sqlite3.Connection, workspace_id: str
+) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+    rows = db.execute(
+        "SELECT panel_id, version, epoch, CASE WHEN state_version = version THEN state END"
+        " FROM panels WHERE workspace_id = ? AND deleted_at IS NULL ORDER BY panel_id",
+        (workspace_id,),
+    ).fetchall()
+    return [
+        (panel_id, version, epoch, None if view is None else orjson.loads(view))
+        for panel_id, version, epoch, view in rows
+    ]
+
+
+def _insert_snapshot(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    with _transaction(db):
+        db.execute(
+            f"INSERT INTO state_snapshots ({_SNAPSHOT_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+
+
+def _list_snapshots(db: sqlite3.Connection, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+    rows = db.execute(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM state_snapshots WHERE workspace_id = ?"
+        " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (workspace_id, limit),
+    ).fetchall()
+    return [snapshot_row((*row[:-1], _moment(row[-1]))) for row in rows]
+
+
+def _changed_workspaces(db: sqlite3.Connection) -> list[str]:
+    # One pass over the panels, one index probe per workspace for its newest Git snapshot.
+    rows = db.execute(
+        "SELECT p.workspace_id FROM panels AS p GROUP BY p.workspace_id"
+        " HAVING max(p.updated_at) > coalesce(("
+        "   SELECT max(s.created_at) FROM state_snapshots AS s"
+        "   WHERE s.workspace_id = p.workspace_id AND s.git_commit_hash IS NOT NULL), -1)"
+        " ORDER BY p.workspace_id"
+    ).fetchall()
+    return [workspace_id for (workspace_id,) in rows]
 
 
 def _logged_versions(db: sqlite3.Connection, change_ids: list[str]) -> dict[str, int]:

@@ -19,6 +19,7 @@ from .ports import Fanout, UpdateLog
 from .registry import RoomRegistry
 from .room import RoomSettings
 from .services import Services
+from .state_socket import state_socket
 from .yjs_socket import yjs_socket
 
 
@@ -88,6 +89,7 @@ def create_app(
             Route("/api/state/{workspace}/{panel}/history", rest.get_history, methods=["GET"]),
             Route("/api/state/{workspace}/{panel}/revert", rest.revert_state, methods=["POST"]),
             WebSocketRoute("/ws/yjs/{workspace}/{panel}", yjs_socket),
+            WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
         exception_handlers={StateError: rest.state_error},
         lifespan=lifespan,

@@ -55,6 +55,17 @@ class Change:
     # Unique per change: appending a change whose id is already logged returns the version it
     # got then instead of appending it again (a retried batch is committed exactly once).
     change_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The version `patch` is exact for: it was computed on the state of the log's first
+    # expected_version - 1 entries. If the change gets another version (another replica wrote
+    # in between), the store keeps no patch and readers compute it in log order.
+    # None: no expectation, store the patch as is.
+    expected_version: int | None = None
+
+    def patch_for(self, version: int) -> list[dict[str, Any]] | None:
+        """The patch to store for this change at `version` (None: to compute in log order)."""
+        if self.expected_version is not None and version != self.expected_version:
+            return None
+        return self.patch
 
 
 @dataclass(slots=True)
@@ -161,6 +172,42 @@ class UpdateLog(Protocol):
         """
         ...
 
+    async def list_panels(
+        self, workspace_id: str
+    ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+        """(panel id, version, epoch, view) of every live (not deleted) panel of the
+        workspace, by panel id. `view` is the stored JSON view (save_view) only when it is of
+        the panel's current version; None when it lags or was never saved."""
+        ...
+
+    async def record_snapshot(
+        self,
+        workspace_id: str,
+        *,
+        snapshot_id: str,
+        snapshot_type: str,
+        description: str | None,
+        panel_count: int,
+        total_size_bytes: int,
+        git_commit_hash: str | None,
+        panel_versions: dict[str, int],
+        created_by: str | None,
+        created_at: datetime,
+    ) -> None:
+        """Keep one row of `state_snapshots` (snapshot_type: manual, auto or pre_ai_edit;
+        snapshot_id: a UUID in its text form)."""
+        ...
+
+    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest `limit` snapshot rows of the workspace, newest first, as dicts with the
+        keyword names of record_snapshot (workspace_id included)."""
+        ...
+
+    async def changed_workspaces(self) -> list[str]:
+        """Workspaces with a panel changed, deleted or created after their newest snapshot
+        recorded with a Git commit (or never snapshotted to Git), by name."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store cannot be reached (readiness probe)."""
         ...
@@ -182,6 +229,7 @@ class FanoutMessage:
 
 
 FanoutCallback = Callable[[FanoutMessage], Awaitable[None] | None]
+NoticeCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 class Subscription(Protocol):
@@ -189,10 +237,47 @@ class Subscription(Protocol):
 
 
 class Fanout(Protocol):
-    """Carries changes between replicas that hold the same panel."""
+    """Carries changes between replicas.
+
+    Two streams. Per panel, the live one: Yjs updates and awareness as soon as a replica
+    applies them (binary, lowest latency, may be lost: the log is the truth). Per workspace,
+    the committed one: one JSON notice per logged version (the seed's `state-updates:{ws}`
+    channel), e.g. {"type": "state_update", "workspaceId", "panelId", "version", "epoch",
+    "patch" (null when the publisher could not compute it in log order), "triggeredBy",
+    "triggerSource", "timestamp"}, or {"type": "state_deleted", ...}.
+    """
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None: ...
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> Subscription: ...
+
+    async def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None: ...
+
+    async def subscribe_notices(
+        self, workspace_id: str, callback: NoticeCallback
+    ) -> Subscription: ...
+
+    def on_replica_lost(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(replica_id)` when a replica that published stops being heard from
+        (its clients' presence must go)."""
+        ...
+
+    def on_reconnected(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after the transport was down and is back: messages may have been
+        missed, so live rooms catch up from the log."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class StateCache(Protocol):
+    """The hot JSON view of panels (`state:{ws}:{panel}`), for replicas that do not hold the
+    doc. Entries: {"version", "epoch", "state", "updatedAt"}. A cache, never the only copy."""
+
+    async def get(self, key: PanelKey) -> dict[str, Any] | None: ...
+
+    async def put(self, key: PanelKey, entry: dict[str, Any], ttl_seconds: int) -> None: ...
+
+    async def drop(self, key: PanelKey) -> None: ...
 
     async def close(self) -> None: ...

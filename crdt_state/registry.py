@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from .committer import Committer
@@ -20,6 +21,7 @@ from .ports import (
     FanoutKind,
     FanoutMessage,
     PanelKey,
+    StateCache,
     Subscription,
     TriggeredBy,
     UpdateLog,
@@ -28,6 +30,14 @@ from .replay import rebuild
 from .room import Room, RoomSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Watch:
+    """The notice subscription of a workspace, shared by its live rooms."""
+
+    subscription: Subscription
+    rooms: int = 0
 
 
 class RoomRegistry:
@@ -40,7 +50,9 @@ class RoomRegistry:
         settings: RoomSettings | None = None,
         idle_seconds: float = 30.0,
         replica_id: str | None = None,
+        cache: StateCache | None = None,
     ) -> None:
+        self.cache = cache
         self.log = log_store
         self.fanout = fanout
         self.committer = committer
@@ -51,15 +63,20 @@ class RoomRegistry:
         self._subscriptions: dict[PanelKey, Subscription] = {}
         self._loading: dict[PanelKey, asyncio.Future[Room]] = {}
         self._evicting: dict[PanelKey, asyncio.Task[None]] = {}
-        self._outbox: deque[tuple[PanelKey, FanoutMessage]] = deque()
+        self._outbox: deque[tuple[Any, Any]] = deque()
         self._outbox_ready = asyncio.Event()
         self._drained = asyncio.Event()  # clear while messages wait to be published
         self._drained.set()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._catch_up: asyncio.Queue[tuple[PanelKey, int, int | None]] = asyncio.Queue()
+        self._notice_subscriptions: dict[str, _Watch] = {}
         self.loads = 0
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._publisher(), name="fanout publisher"))
+        self._tasks.append(asyncio.create_task(self._catch_up_worker(), name="catch-up"))
+        self.fanout.on_replica_lost(self._on_replica_lost)
+        self.fanout.on_reconnected(self._on_reconnected)
         if self.idle_seconds > 0:
             self._tasks.append(asyncio.create_task(self._reaper(), name="room reaper"))
 
@@ -92,6 +109,7 @@ class RoomRegistry:
             self._subscriptions[key] = await self.fanout.subscribe(
                 key, functools.partial(self._on_remote, key)
             )
+            await self._watch_workspace(key.workspace_id)
             future.set_result(room)
             return room
         except BaseException as exc:
@@ -143,6 +161,9 @@ class RoomRegistry:
             log_store=self.log,
             submit_change=self.committer.submit,
             publish=self.publish,
+            publish_notice=self.publish_notice,
+            request_catch_up=self.request_catch_up,
+            cache=self.cache,
             replica_id=self.replica_id,
             settings=self.settings,
         )
@@ -150,6 +171,11 @@ class RoomRegistry:
     def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         """Queue a message for the other replicas; one task sends them all, in order."""
         self._outbox.append((key, message))
+        self._drained.clear()
+        self._outbox_ready.set()
+
+    def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None:
+        self._outbox.append((workspace_id, notice))
         self._drained.clear()
         self._outbox_ready.set()
 
@@ -163,12 +189,75 @@ class RoomRegistry:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                key, message = self._outbox.popleft()
-                try:
-                    await self.fanout.publish(key, message)
-                except Exception:
-                    log.exception("fan-out publish failed for %s", key)
+                await self._send(*self._outbox.popleft())
             self._drained.set()
+
+    async def _send(self, topic: PanelKey | str, message: FanoutMessage | dict[str, Any]) -> None:
+        try:
+            if isinstance(message, FanoutMessage):
+                assert isinstance(topic, PanelKey)
+                await self.fanout.publish(topic, message)
+            else:
+                assert isinstance(topic, str)
+                await self.fanout.publish_notice(topic, message)
+        except Exception as exc:  # the log is the truth: other replicas catch up from it
+            log.warning("fan-out publish failed for %s: %r", topic, exc)
+
+    def request_catch_up(self, key: PanelKey, after: int, until: int | None) -> None:
+        """Have a room apply the log entries (after, until] it may have missed (idempotent)."""
+        self._catch_up.put_nowait((key, after, until))
+
+    async def _catch_up_worker(self) -> None:
+        while True:
+            key, after, until = await self._catch_up.get()
+            room = self.rooms.get(key)
+            if room is None or room.closed:
+                continue
+            try:
+                entries = await self.log.read(key, after=after, until=until, limit=100_000)
+                for entry in entries:
+                    if entry.epoch == room.epoch and entry.update:
+                        await room.submit(room.apply_logged, entry.update)
+                if entries:
+                    await room.submit(room.caught_up_to, entries[-1].version)
+            except Exception as exc:
+                log.warning("catching up %s from the log failed: %r; retrying", key, exc)
+                await asyncio.sleep(0.5)
+                self._catch_up.put_nowait((key, after, until))
+
+    def _on_notice(self, notice: dict[str, Any]) -> None:
+        if notice.get("replica") == self.replica_id:
+            return
+        key = PanelKey(str(notice.get("workspaceId")), str(notice.get("panelId")))
+        room = self.rooms.get(key)
+        if room is not None and not room.closed:
+            room.inbox.put_nowait((room.on_notice, (notice,), None))
+
+    def _on_replica_lost(self, replica_id: str) -> None:
+        log.info("replica %s is gone: removing its clients' presence", replica_id)
+        for room in self.rooms.values():
+            if not room.closed:
+                room.inbox.put_nowait((room.forget_replica, (replica_id,), None))
+
+    def _on_reconnected(self) -> None:
+        log.info("fan-out reconnected: catching up every live room from the log")
+        for key, room in self.rooms.items():
+            self.request_catch_up(key, room.caught_up, None)
+
+    async def _watch_workspace(self, workspace_id: str) -> None:
+        watch = self._notice_subscriptions.get(workspace_id)
+        if watch is None:
+            subscription = await self.fanout.subscribe_notices(workspace_id, self._on_notice)
+            watch = self._notice_subscriptions[workspace_id] = _Watch(subscription)
+        watch.rooms += 1
+
+    async def _unwatch_workspace(self, workspace_id: str) -> None:
+        watch = self._notice_subscriptions.get(workspace_id)
+        if watch is not None:
+            watch.rooms -= 1
+            if watch.rooms <= 0:
+                del self._notice_subscriptions[workspace_id]
+                await watch.subscription.close()
 
     def _on_remote(self, key: PanelKey, message: FanoutMessage) -> None:
         if message.origin == self.replica_id:
@@ -196,6 +285,7 @@ class RoomRegistry:
         subscription = self._subscriptions.pop(key, None)
         if subscription is not None:
             await subscription.close()
+            await self._unwatch_workspace(key.workspace_id)
 
     async def evict_idle(self, idle_seconds: float | None = None) -> int:
         """Evict rooms with no client that have seen no work for `idle_seconds`."""
@@ -229,8 +319,4 @@ class RoomRegistry:
         for key in list(self.rooms):
             await self.evict(key)
         while self._outbox:
-            key, message = self._outbox.popleft()
-            try:
-                await self.fanout.publish(key, message)
-            except Exception:
-                break
+            await self._send(*self._outbox.popleft())

@@ -26,6 +26,7 @@ from .errors import (
     Unavailable,
     VersionConflict,
 )
+from .history import fill_patches
 from .jsonpatch import parse_patch
 from .ports import ChangeType, LogEntry, PanelKey, TriggeredBy
 from .replay import rebuild
@@ -150,11 +151,18 @@ async def writable(services: Services) -> None:
 
 
 async def committed(future: asyncio.Future[int] | None, room: Room) -> int:
-    """The version a change was committed as (the current one if it changed nothing)."""
+    """The version a change was committed as (the current one if it changed nothing).
+
+    The hot cache is refreshed before the answer goes out, so a read on any replica after
+    the acknowledgement sees at least this version."""
     if future is None:
         await room.settle()
         return room.version
-    return await future
+    version = await future
+    if room.cache is not None:
+        view, _, _ = await room.call(room.view)
+        await room.put_cache(view, max(version, room.version))
+    return version
 
 
 async def once(request: Request, principal: Principal, work: Any) -> Response:
@@ -239,11 +247,36 @@ async def get_state(request: Request) -> Response:
             "epoch": loaded.info.epoch,
             "currentVersion": loaded.info.version,
         }
-        return JSONResponse(body, headers={"ETag": f'"{version}"'})
+        return JSONResponse(body, headers={"ETag": f'"{body["version"]}"'})
+    body = await current_state(services, key)
+    if flag(request, "include_history", "includeHistory"):
+        entries, total = await services.log.history(key, limit=RECENT_HISTORY)
+        await fill_patches(services.log, key, entries)
+        body["history"] = [entry_json(e) for e in entries]
+        body["totalChanges"] = total
+    return JSONResponse(body, headers={"ETag": f'"{body["version"]}"'})
+
+
+async def current_state(services: Services, key: PanelKey) -> dict[str, Any]:
+    """The panel's JSON view. With several replicas, the hot cache answers for panels this
+    replica does not hold, and for held ones when it is newer (a change acknowledged by
+    another replica whose fan-out has not arrived yet)."""
+    cache = services.cache
+    cached = await cache.get(key) if cache is not None else None
+    room = services.registry.rooms.get(key)
+    if cached is not None and (room is None or room.closed):
+        services.cache_hits += 1
+        return {"workspaceId": key.workspace_id, "panelId": key.panel_id, **cached}
     room = await services.registry.open(key, create=False)
     await room.settle()
     view, version, updated_at = await room.call(room.view)
-    body = {
+    if cached is not None and cached.get("epoch") == room.epoch and cached["version"] > version:
+        services.cache_hits += 1
+        return {"workspaceId": key.workspace_id, "panelId": key.panel_id, **cached}
+    if cache is not None:
+        services.cache_misses += 1
+        await room.put_cache(view, version)
+    return {
         "workspaceId": key.workspace_id,
         "panelId": key.panel_id,
         "state": view,
@@ -251,11 +284,6 @@ async def get_state(request: Request) -> Response:
         "epoch": room.epoch,
         "updatedAt": updated_at.isoformat(),
     }
-    if flag(request, "include_history", "includeHistory"):
-        entries, total = await services.log.history(key, limit=RECENT_HISTORY)
-        body["history"] = [entry_json(e) for e in entries]
-        body["totalChanges"] = total
-    return JSONResponse(body, headers={"ETag": f'"{version}"'})
 
 
 async def get_history(request: Request) -> Response:
@@ -268,6 +296,7 @@ async def get_history(request: Request) -> Response:
     entries, total = await services.log.history(
         key, limit=limit, offset=offset, since=since, until=until
     )
+    await fill_patches(services.log, key, entries)
     if total == 0 and key not in services.registry.rooms:
         if await services.log.load(key) is None:
             raise PanelNotFound(f"Panel '{key}' has no history.")
@@ -413,6 +442,8 @@ async def delete_state(request: Request) -> Response:
     )
     version = await future
     await services.registry.evict(key)
+    if services.cache is not None:
+        await services.cache.drop(key)
     return JSONResponse(
         {
             "workspaceId": key.workspace_id,

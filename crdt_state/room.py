@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from .connection import CLOSE_BAD_MESSAGE, CLOSE_NOT_FOUND, CLOSE_TOO_LARGE, Con
 from .document import META, SCHEMA_VERSION, PanelDoc
 from .errors import StateError
 from .jsonpatch import apply_to_json, parse_patch
+from .log_position import LogPosition
 from .ports import (
     Change,
     ChangeType,
@@ -31,6 +33,7 @@ from .ports import (
     FanoutMessage,
     PanelInfo,
     PanelKey,
+    StateCache,
     TriggeredBy,
     UpdateLog,
     utcnow,
@@ -47,12 +50,24 @@ from .protocol import (
     sync_step2,
     sync_update,
 )
-from .replay import write_checkpoint
+from .replay import rebuild, write_checkpoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
+SEEN_REMOTE_LIMIT = 10_000
+CACHE_TTL_SECONDS = 1800
+CHANGE_ID_BYTES = 32  # uuid4 hex
+
+
+def pack_update(change_id: str, update: bytes) -> bytes:
+    """A live update as it travels between replicas: its change id, then the update."""
+    return change_id.encode("ascii") + update
+
+
+def unpack_update(payload: bytes) -> tuple[str, bytes]:
+    return payload[:CHANGE_ID_BYTES].decode("ascii", "replace"), payload[CHANGE_ID_BYTES:]
 
 
 def is_crdt_panic(exc: BaseException) -> bool:
@@ -78,6 +93,9 @@ class Room:
         log_store: UpdateLog,
         submit_change: Callable[[Change], asyncio.Future[int]],
         publish: Callable[[PanelKey, FanoutMessage], None],
+        publish_notice: Callable[[str, dict[str, Any]], None],
+        request_catch_up: Callable[[PanelKey, int, int | None], None],
+        cache: StateCache | None = None,
         replica_id: str,
         settings: RoomSettings,
     ) -> None:
@@ -90,6 +108,12 @@ class Room:
         self.log = log_store
         self._submit_change = submit_change
         self._publish = publish
+        self._publish_notice = publish_notice
+        self._request_catch_up = request_catch_up
+        self.cache = cache
+        self.caught_up = info.version  # every log entry up to here is applied to the doc
+        self.position = LogPosition(info.version)
+        self._seen_remote: OrderedDict[str, None] = OrderedDict()
         self.replica_id = replica_id
         self.settings = settings
         self.connections: set[Connection] = set()
@@ -298,10 +322,18 @@ class Room:
             subject=subject if subject is not None else (origin.subject if origin else None),
             patch=patch,
         )
+        change.expected_version = self.position.expect(change.change_id)
+        future = self._submit(change)
+        self._publish(
+            self.key,
+            FanoutMessage(FanoutKind.UPDATE, pack_update(change.change_id, delta), self.replica_id),
+        )
+        return future
+
+    def _submit(self, change: Change) -> asyncio.Future[int]:
         future = self._submit_change(change)
         self._pending.add(future)
-        future.add_done_callback(self._committed)
-        self._publish(self.key, FanoutMessage(FanoutKind.UPDATE, delta, self.replica_id))
+        future.add_done_callback(functools.partial(self._committed, change))
         return future
 
     def delete(
@@ -318,9 +350,7 @@ class Room:
             subject=subject,
             patch=[],
         )
-        future = self._submit_change(change)
-        self._pending.add(future)
-        future.add_done_callback(self._committed)
+        future = self._submit(change)
         self._publish(self.key, FanoutMessage(FanoutKind.DELETED, b"", self.replica_id))
         self._drop_clients()
         return future
@@ -333,15 +363,11 @@ class Room:
     def apply_remote(self, message: FanoutMessage) -> None:
         """A change another replica applied and logged: apply and show it, do not re-log it."""
         if message.kind == FanoutKind.UPDATE:
-            with self.panel.doc.transaction(origin="remote"):
-                self.panel.doc.apply_update(message.payload)
-            if self._captured:
-                self._captured = []
-                self._changes += 1
-                self._advance_view(self._recorder.take())
-                frame = sync_update(message.payload)
-                for conn in self.connections:
-                    conn.send(frame)
+            change_id, update = unpack_update(message.payload)
+            self._seen_remote[change_id] = None
+            if len(self._seen_remote) > SEEN_REMOTE_LIMIT:
+                self._seen_remote.popitem(last=False)
+            self.apply_logged(update)
         elif message.kind == FanoutKind.DELETED:
             self._drop_clients()
         elif message.kind == FanoutKind.AWARENESS:
@@ -350,6 +376,46 @@ class Room:
                 frame = awareness_message(encode_awareness(changed))
                 for conn in self.connections:
                     conn.send(frame)
+
+    def apply_logged(self, update: bytes) -> None:
+        """Apply an update another replica took (and logs): show it, do not log it again."""
+        with self.panel.doc.transaction(origin="remote"):
+            self.panel.doc.apply_update(update)
+        if self._captured:
+            self._captured = []
+            self._changes += 1
+            self.position.foreign_applied()
+            self._advance_view(self._recorder.take())
+            frame = sync_update(update)
+            for conn in self.connections:
+                conn.send(frame)
+
+    def on_notice(self, notice: dict[str, Any]) -> bool:
+        """Another replica committed a version of this panel. Returns True when this room
+        never saw that change live (a lost message): the caller fetches it from the log."""
+        version = notice.get("version")
+        if not isinstance(version, int) or notice.get("epoch") != self.epoch:
+            return False
+        if version > self.version:
+            self.version = version
+            self.updated_at = utcnow()
+        if notice.get("changeId") not in self._seen_remote:  # its live frame was lost
+            self._request_catch_up(self.key, version - 1, version)
+            return True
+        return False
+
+    def caught_up_to(self, version: int) -> None:
+        self.caught_up = max(self.caught_up, version)
+        if version > self.version:
+            self.version = version
+
+    def forget_replica(self, replica_id: str) -> None:
+        """A replica died: the presence of its clients goes, for everyone here."""
+        removed = self.presence.remove_owner(replica_id)
+        if removed:
+            frame = awareness_message(encode_awareness(removed))
+            for conn in self.connections:
+                conn.send(frame)
 
     def view(self) -> tuple[dict[str, Any], int, datetime]:
         """The JSON view, its version and time. Kept current from each change's JSON Patch,
@@ -394,15 +460,16 @@ class Room:
                 conn.send(frame)
         self._publish(self.key, FanoutMessage(FanoutKind.AWARENESS, frame[1:], self.replica_id))
 
-    def _committed(self, future: asyncio.Future[int]) -> None:
+    def _committed(self, change: Change, future: asyncio.Future[int]) -> None:
         self._pending.discard(future)
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            log.error("room %s: a change was refused by the log: %s", self.key, exc)
+        if future.cancelled() or future.exception() is not None:
+            self.position.committed(change.change_id, None)
+            if not future.cancelled():
+                log.error("room %s: the log refused a change: %s", self.key, future.exception())
             return
         version = future.result()
+        self.position.committed(change.change_id, version)
+        self._notify(change, version)
         if version > self.version:
             self.version = version
             self.updated_at = utcnow()
@@ -419,10 +486,61 @@ class Room:
                 view, _, _ = await self.call(self.view)
                 await self.log.save_view(self.key, self.epoch, version, view)
                 self._view_saved_version = version
+                await self.put_cache(view, version)
+            if not self.position.exact and self.position.settled and not self.closed:
+                await self._rebaseline()
         except Exception as exc:
             log.info("room %s: view not saved (%r); the next commit retries", self.key, exc)
         finally:
             self._saving_view = None
+
+    def _notify(self, change: Change, version: int) -> None:
+        """Tell every replica (and JSON subscribers) that `version` is committed."""
+        kind = "state_deleted" if change.change_type == ChangeType.DELETED else "state_update"
+        self._publish_notice(
+            self.key.workspace_id,
+            {
+                "type": kind,
+                "workspaceId": self.key.workspace_id,
+                "panelId": self.key.panel_id,
+                "version": version,
+                "epoch": self.epoch,
+                "changeType": change.change_type.value,
+                "patch": change.patch_for(version),
+                "triggeredBy": change.triggered_by.value,
+                "triggerSource": change.trigger_source,
+                "subject": change.subject,
+                "timestamp": change.occurred_at.isoformat(),
+                "changeId": change.change_id,
+                "replica": self.replica_id,
+            },
+        )
+
+    async def _rebaseline(self) -> None:
+        """After updates from other replicas: is the doc again exactly the log's prefix?
+        Then this room's patches are the log's again (equal state vectors: equal docs)."""
+        loaded = await self.log.load(self.key)
+        if loaded is None or loaded.info.epoch != self.epoch:
+            return
+        logged = rebuild(loaded).get_state()
+        version = loaded.info.version
+
+        def compare() -> None:
+            if self.position.settled and self.panel.doc.get_state() == logged:
+                self.position.rebaseline(version)
+
+        await self.call(compare)
+
+    async def put_cache(self, view: dict[str, Any], version: int) -> None:
+        """Refresh the hot JSON view other replicas read (`state:{ws}:{panel}`)."""
+        if self.cache is not None:
+            entry = {
+                "version": version,
+                "epoch": self.epoch,
+                "state": view,
+                "updatedAt": self.updated_at.isoformat(),
+            }
+            await self.cache.put(self.key, entry, CACHE_TTL_SECONDS)
 
     def _checkpoint_due(self) -> bool:
         return self.version - self.checkpoint_version >= self.settings.checkpoint_every

@@ -13,7 +13,7 @@ from .auth import Authenticator
 from .committer import Committer
 from .config import Settings
 from .idempotency import IdempotencyCache
-from .ports import Fanout, UpdateLog
+from .ports import Fanout, StateCache, UpdateLog
 from .registry import RoomRegistry
 
 
@@ -27,6 +27,9 @@ class Services:
     registry: RoomRegistry
     allowed_origins: list[str]
     idempotency: IdempotencyCache
+    cache: StateCache | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 def services_of(connection: HTTPConnection) -> Services:

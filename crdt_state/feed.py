@@ -1,0 +1,114 @@
+"""A JSON subscriber's view of one panel: every committed version, in order, as JSON Patch.
+
+Notices of committed versions arrive from every replica, possibly out of order or not at all
+(the fan-out is lossy; the log is not). The feed delivers version N only after N-1; a notice
+that is next in line and carries its patch is delivered as is, anything else is read from the
+log, whose order is the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .history import fill_patches
+from .ports import ChangeType, LogEntry, PanelKey, UpdateLog
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[dict[str, Any]], Awaitable[None]]
+CATCH_UP_PAGE = 1000
+
+
+class PanelFeed:
+    def __init__(self, log_store: UpdateLog, key: PanelKey, version: int, deliver: Deliver):
+        self.log = log_store
+        self.key = key
+        self.version = version  # the last version delivered
+        self._deliver = deliver
+        self._notices: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name=f"feed {key}")
+
+    def notice(self, notice: dict[str, Any]) -> None:
+        self._notices.put_nowait(notice)
+
+    def poke(self) -> None:
+        """Check the log for anything missed (after a fan-out reconnect)."""
+        self._notices.put_nowait(None)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def catch_up(self, until: int | None = None) -> None:
+        while True:
+            entries = await self.log.read(
+                self.key, after=self.version, until=until, limit=CATCH_UP_PAGE
+            )
+            if not entries:
+                return
+            await fill_patches(self.log, self.key, entries)
+            for entry in entries:
+                await self._deliver(entry_message(self.key, entry))
+                self.version = entry.version
+            if len(entries) < CATCH_UP_PAGE:
+                return
+
+    async def _run(self) -> None:
+        while True:
+            notice = await self._notices.get()
+            try:
+                await self._handle(notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("feed %s: %r; reading the log instead", self.key, exc)
+                await asyncio.sleep(0.2)
+                self._notices.put_nowait(None)
+
+    async def _handle(self, notice: dict[str, Any] | None) -> None:
+        if notice is None:
+            await self.catch_up()
+            return
+        version = notice.get("version")
+        if not isinstance(version, int) or version <= self.version:
+            return
+        if version == self.version + 1 and notice.get("patch") is not None:
+            await self._deliver(notice_message(notice))
+            self.version = version
+        else:
+            await self.catch_up(until=version)
+
+
+def entry_message(key: PanelKey, entry: LogEntry) -> dict[str, Any]:
+    deleted = entry.change_type == ChangeType.DELETED
+    return {
+        "type": "state_deleted" if deleted else "state_update",
+        "workspaceId": key.workspace_id,
+        "panelId": key.panel_id,
+        "version": entry.version,
+        "epoch": entry.epoch,
+        "changeType": entry.change_type.value,
+        "patch": entry.patch or [],
+        "triggeredBy": entry.triggered_by.value,
+        "triggerSource": entry.trigger_source,
+        "timestamp": entry.occurred_at.isoformat(),
+    }
+
+
+def notice_message(notice: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "type",
+        "workspaceId",
+        "panelId",
+        "version",
+        "epoch",
+        "changeType",
+        "patch",
+        "triggeredBy",
+        "triggerSource",
+        "timestamp",
+    )
+    return {k: notice.get(k) for k in keys}

@@ -1,0 +1,158 @@
+"""The JSON WebSocket: `/ws/state/{workspace}` (the seed's subscription protocol).
+
+Client → server (text frames, JSON):
+    {"type": "subscribe", "panelId": "p", "version": 12}   version: optional, the one it has
+    {"type": "unsubscribe", "panelId": "p"}
+    {"type": "ping"}
+Server → client:
+    {"type": "state_sync", "panelId", "state", "version", ...}  on subscribe without version
+    {"type": "state_update", "panelId", "version", "patch", "triggeredBy", "timestamp", ...}
+        every committed version, in order, from any replica (after subscribe with a version:
+        first the ones missed, from the log)
+    {"type": "state_deleted", ...}, {"type": "subscribed" | "unsubscribed", "panelId"},
+    {"type": "pong"}, {"type": "error", "code", "message"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .auth import Role, origin_allowed, websocket_token
+from .connection import CLOSE_BAD_MESSAGE, CLOSE_FORBIDDEN, CLOSE_TOO_LARGE, CLOSE_UNAUTHORIZED
+from .errors import Forbidden, StateError, Unauthorized
+from .feed import PanelFeed
+from .ports import PanelKey, Subscription
+from .rest import current_state, view_at
+from .services import Services, services_of
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_PANELS = 1000
+
+
+class StateSession:
+    def __init__(self, websocket: WebSocket, services: Services, workspace: str) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.workspace = workspace
+        self.feeds: dict[str, PanelFeed] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.websocket.send_text(orjson.dumps(message).decode())
+
+    async def error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "message": message, **extra})
+
+    def on_notice(self, notice: dict[str, Any]) -> None:
+        feed = self.feeds.get(str(notice.get("panelId")))
+        if feed is not None:
+            feed.notice(notice)
+
+    async def handle(self, message: Any) -> None:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.error("bad_request", "Each message is a JSON object with a 'type'.")
+            return
+        kind = message["type"]
+        if kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "subscribe":
+            await self.subscribe(message)
+        elif kind == "unsubscribe":
+            panel = message.get("panelId")
+            feed = self.feeds.pop(str(panel), None)
+            if feed is not None:
+                await feed.close()
+            await self.send({"type": "unsubscribed", "panelId": panel})
+        else:
+            await self.error("bad_request", f"Unknown message type {kind!r}.")
+
+    async def subscribe(self, message: dict[str, Any]) -> None:
+        panel, version = message.get("panelId"), message.get("version")
+        if not isinstance(panel, str) or not panel:
+            await self.error("bad_request", "'panelId' must be a non-empty string.")
+            return
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            await self.error("bad_request", "'version' must be an integer.", panelId=panel)
+            return
+        if panel in self.feeds or len(self.feeds) >= MAX_PANELS:
+            await self.error("bad_request", "Already subscribed, or too many panels.")
+            return
+        key = PanelKey(self.workspace, panel)
+        try:
+            feed = await self._start_feed(key, version)
+        except StateError as exc:
+            await self.error(exc.code, exc.message, panelId=panel)
+            return
+        self.feeds[panel] = feed
+        await self.send({"type": "subscribed", "panelId": panel, "version": feed.version})
+
+    async def _start_feed(self, key: PanelKey, version: int | None) -> PanelFeed:
+        if version is None:
+            current = await current_state(self.services, key)
+            at = current["version"]
+            view, _ = await view_at(self.services, key, at)  # exactly version `at`
+            await self.send({"type": "state_sync", **current, "state": view, "version": at})
+        else:
+            at = version
+        feed = PanelFeed(self.services.log, key, at, self.send)
+        if version is not None:
+            await feed.catch_up()
+        return feed
+
+    async def close(self) -> None:
+        for feed in self.feeds.values():
+            await feed.close()
+        self.feeds.clear()
+
+
+async def state_socket(websocket: WebSocket) -> None:
+    services = services_of(websocket)
+    workspace = websocket.path_params["workspace"]
+    if not origin_allowed(websocket.headers.get("origin"), services.allowed_origins):
+        await websocket.close(CLOSE_FORBIDDEN)
+        return
+    token, subprotocol = websocket_token(
+        websocket.query_params.get("token"), websocket.scope.get("subprotocols", [])
+    )
+    await websocket.accept(subprotocol=subprotocol)
+    try:
+        principal = services.auth.authenticate(token)
+        services.auth.authorize(principal, workspace, Role.READ)
+    except (Unauthorized, Forbidden) as exc:
+        code = CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN
+        await websocket.close(code, exc.message[:120])
+        return
+    session = StateSession(websocket, services, workspace)
+    subscription: Subscription = await services.fanout.subscribe_notices(
+        workspace, session.on_notice
+    )
+    try:
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is None:
+                await websocket.close(CLOSE_BAD_MESSAGE, "send JSON in text frames")
+                return
+            if len(text) > MAX_MESSAGE_BYTES:
+                await websocket.close(CLOSE_TOO_LARGE, "message too large")
+                return
+            try:
+                message = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                await session.error("bad_request", "Messages must be JSON.")
+                continue
+            await session.handle(message)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.close()
+        await session.close()

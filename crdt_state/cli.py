@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--dev", action="store_true", help="no authentication (loopback only, for local use)"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="replica processes behind the one port (needs REDIS_URL when more than 1) [1]",
+    )
     serve.add_argument("--log-level", default="info")
 
     token = commands.add_parser(
@@ -96,13 +102,27 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            "--workers > 1 runs several replicas: set REDIS_URL so they share changes live.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         app = create_app(settings)
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        # Each worker is a replica: it builds its own app (and replica id) from the environment.
+        os.environ["CRDT_STATE_DEV"] = "1" if settings.dev else ""
+        target: object = "crdt_state.app:app_from_environment"
+    else:
+        target = app
     uvicorn.run(
-        app,
+        target,  # type: ignore[arg-type]
+        factory=args.workers > 1,
+        workers=args.workers if args.workers > 1 else None,
         host=args.host,
         port=args.port,
         ws="websockets-sansio",

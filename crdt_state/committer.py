@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from .errors import Unavailable
 from .ports import Change, UpdateLog
@@ -38,6 +39,7 @@ class Committer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[Change, int], None]] = []
         self.healthy = True
         self.committed = 0
         self.batches = 0
@@ -58,6 +60,10 @@ class Committer:
             else:
                 if not self._queue:  # with a backlog, health returns with the next commit
                     self.healthy = True
+
+    def add_listener(self, listener: Callable[[Change, int], None]) -> None:
+        """Call `listener(change, version)` after each commit (must not raise or block)."""
+        self._listeners.append(listener)
 
     def submit(self, change: Change) -> asyncio.Future[int]:
         """Queue a change; the future resolves with its version once it is committed."""
@@ -119,7 +125,9 @@ class Committer:
             self.healthy = True
             self.batches += 1
             self.committed += len(batch)
-            for (_, future), version in zip(batch, versions, strict=True):
+            for (change, future), version in zip(batch, versions, strict=True):
                 if not future.done():
                     future.set_result(version)
+                for listener in self._listeners:
+                    listener(change, version)
             return

@@ -16,6 +16,14 @@ ENVIRONMENT = {
     "REDIS_URL": ("redis_url", "Redis URL for multi-replica fan-out; unset: in-process"),
     "GIT_WORKSPACE_ROOT": ("git_workspace_root", "Git snapshot repositories [DATA_DIR/git]"),
     "JWT_SECRET_KEY": ("jwt_secret_key", "HS256 secret for bearer tokens (>= 32 bytes)"),
+    "CRDT_STATE_GIT_PUSH_URL": (
+        "git_push_url",
+        "push each workspace's snapshots to this URL template, e.g. /srv/git/{workspace}.git",
+    ),
+    "CRDT_STATE_SNAPSHOT_INTERVAL_SECONDS": (
+        "snapshot_interval_seconds",
+        "automatic snapshots of changed workspaces every so often; 0: off [300]",
+    ),
     "CRDT_STATE_ALLOWED_ORIGINS": (
         "allowed_origins",
         "comma-separated Origins allowed to open WebSockets ('*' for any)",
@@ -56,6 +64,8 @@ class Settings:
     redis_url: str | None = None
     git_workspace_root: Path | None = None
     jwt_secret_key: str | None = None
+    git_push_url: str | None = None
+    snapshot_interval_seconds: float = 300.0
     allowed_origins: list[str] = field(default_factory=list)
     checkpoint_every: int = 1000
     commit_window_ms: float = 2.0

@@ -264,7 +264,8 @@ async def current_state(services: Services, key: PanelKey) -> dict[str, Any]:
     cache = services.cache
     cached = await cache.get(key) if cache is not None else None
     room = services.registry.rooms.get(key)
-    if cached is not None and (room is None or room.closed):
+    held = room is not None and not room.closed and bool(room.connections)
+    if cached is not None and not held:
         services.cache_hits += 1
         return {"workspaceId": key.workspace_id, "panelId": key.panel_id, **cached}
     room = await services.registry.open(key, create=False)
@@ -273,7 +274,7 @@ async def current_state(services: Services, key: PanelKey) -> dict[str, Any]:
     if cached is not None and cached.get("epoch") == room.epoch and cached["version"] > version:
         services.cache_hits += 1
         return {"workspaceId": key.workspace_id, "panelId": key.panel_id, **cached}
-    if cache is not None:
+    if cache is not None and not held:
         services.cache_misses += 1
         await room.put_cache(view, version)
     return {
@@ -284,6 +285,56 @@ async def current_state(services: Services, key: PanelKey) -> dict[str, Any]:
         "epoch": room.epoch,
         "updatedAt": updated_at.isoformat(),
     }
+
+
+async def metrics(request: Request) -> Response:
+    """A few Prometheus counters and gauges (text exposition format)."""
+    services = services_of(request)
+    rooms = list(services.registry.rooms.values())
+    lines = [
+        ("crdt_state_rooms", "gauge", "live rooms (panels with a doc in memory)", len(rooms)),
+        (
+            "crdt_state_connections",
+            "gauge",
+            "Yjs WebSocket clients",
+            sum(len(room.connections) for room in rooms),
+        ),
+        (
+            "crdt_state_committed_changes_total",
+            "counter",
+            "changes committed to the log",
+            services.committer.committed,
+        ),
+        (
+            "crdt_state_commit_batches_total",
+            "counter",
+            "group-commit transactions",
+            services.committer.batches,
+        ),
+        (
+            "crdt_state_pending_changes",
+            "gauge",
+            "changes waiting for the log",
+            services.committer.pending,
+        ),
+        (
+            "crdt_state_cache_hits_total",
+            "counter",
+            "REST reads served from the hot cache",
+            services.cache_hits,
+        ),
+        (
+            "crdt_state_cache_misses_total",
+            "counter",
+            "REST reads that missed the hot cache",
+            services.cache_misses,
+        ),
+    ]
+    text = "".join(
+        f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name} {value}\n"
+        for name, kind, help_text, value in lines
+    )
+    return Response(text, media_type="text/plain; version=0.0.4")
 
 
 async def get_history(request: Request) -> Response:
@@ -361,9 +412,15 @@ async def patch_state(request: Request) -> Response:
     dry_run = flag(request, "dryRun", "dry_run")
     if not dry_run:
         await writable(services)
+    snapshot_before = body.get("snapshotBefore") is True and not dry_run
 
     async def work() -> tuple[int, Any]:
         room = await services.registry.open(key, create=False)
+        snapshot = None
+        if snapshot_before and services.snapshots is not None:
+            snapshot = await services.snapshots.snapshot_before_edit(
+                key.workspace_id, principal.subject
+            )
         await room.settle()
         current = room.version
         if version is not None and version > current:
@@ -383,7 +440,10 @@ async def patch_state(request: Request) -> Response:
         if dry_run:
             answer = edit_answer(key, current, result, len(ops))
             return 200, {**answer, "dryRun": True, "state": result.after}
-        return 200, edit_answer(key, await committed(result.future, room), result, len(ops))
+        answer = edit_answer(key, await committed(result.future, room), result, len(ops))
+        if snapshot is not None:
+            answer["snapshot"] = snapshot.to_json()
+        return 200, answer
 
     if dry_run:
         status, answer = await work()
@@ -467,12 +527,23 @@ async def revert_state(request: Request) -> Response:
     who = attribution({"triggeredBy": "user", **body}, principal)
     await writable(services)
 
+    create_snapshot = body.get("createSnapshot") is True
+
     async def work() -> tuple[int, Any]:
         view, _ = await view_at(services, key, target)
         room = await services.registry.open(key, create=False)
+        snapshot = None
+        if create_snapshot and services.snapshots is not None:
+            snapshot = await services.snapshots.create(
+                key.workspace_id,
+                description=f"Before reverting {key.panel_id} to version {target}.",
+                subject=principal.subject,
+            )
         result = await room.call(edits.replace, room, view, who, change_type=ChangeType.REVERTED)
         answer = edit_answer(key, await committed(result.future, room), result, 0)
         answer["revertedTo"] = target
+        if snapshot is not None:
+            answer["snapshot"] = snapshot.to_json()
         return 200, answer
 
     return await once(request, principal, work)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import HTTPConnection
@@ -15,6 +15,9 @@ from .config import Settings
 from .idempotency import IdempotencyCache
 from .ports import Fanout, StateCache, UpdateLog
 from .registry import RoomRegistry
+
+if TYPE_CHECKING:
+    from .snapshot_service import SnapshotService
 
 
 @dataclass(slots=True)
@@ -28,6 +31,7 @@ class Services:
     allowed_origins: list[str]
     idempotency: IdempotencyCache
     cache: StateCache | None = None
+    snapshots: SnapshotService | None = None
     cache_hits: int = 0
     cache_misses: int = 0
 

@@ -39,11 +39,19 @@ class Presence:
                 if entry.state == NULL_STATE:
                     continue
                 known = self.clients[entry.client_id] = _Client(0, NULL_STATE, sender)
-            elif known.owner is None and entry.state != NULL_STATE:
-                # The client comes back (e.g. reconnects): adopt the new connection.
+            elif entry.state != NULL_STATE and (
+                known.owner is None
+                or (
+                    isinstance(known.owner, str)
+                    and isinstance(sender, str)
+                    and not _same(known.owner, sender)
+                )
+            ):
+                # The client comes back (reconnects here), or moved to another replica (whose
+                # only published states are its own clients'): adopt the new owner.
                 known.owner = sender
                 known.offset = max(0, known.clock + 1 - entry.clock)
-            offset = known.offset if known.owner is sender else 0
+            offset = known.offset if _same(known.owner, sender) else 0
             clock = entry.clock + offset
             removing = entry.state == NULL_STATE
             if clock > known.clock or (
@@ -54,7 +62,7 @@ class Presence:
                     continue
                 known.clock = clock
                 known.state = entry.state
-                if removing and known.owner is sender:
+                if removing and _same(known.owner, sender):
                     known.owner = None
                 changed.append(AwarenessEntry(entry.client_id, clock, entry.state))
         return changed
@@ -63,7 +71,7 @@ class Presence:
         """Remove every live state `owner` introduced; return the removals to broadcast."""
         removed = []
         for client_id, known in self.clients.items():
-            if known.owner is owner:
+            if _same(known.owner, owner):
                 known.owner = None
                 if known.state != NULL_STATE:
                     known.clock += 1
@@ -79,5 +87,19 @@ class Presence:
             if known.state != NULL_STATE
         ]
 
+    def local(self) -> list[AwarenessEntry]:
+        """Live states introduced by this replica's own connections (not by other replicas,
+        whose owners are their replica ids)."""
+        return [
+            AwarenessEntry(client_id, known.clock, known.state)
+            for client_id, known in self.clients.items()
+            if known.state != NULL_STATE and not isinstance(known.owner, str | None)
+        ]
+
     def __len__(self) -> int:
         return sum(1 for known in self.clients.values() if known.state != NULL_STATE)
+
+
+def _same(owner: object, other: object) -> bool:
+    # Connections are compared by identity; other replicas by their id (a string).
+    return owner is other or (isinstance(owner, str) and owner == other)

@@ -210,7 +210,7 @@ class Room:
         self.last_used = time.monotonic()
         removed = self.presence.remove_owner(conn)
         if removed:
-            self._relay_awareness(awareness_message(encode_awareness(removed)), None)
+            self._relay_awareness(encode_awareness(removed), None)
 
     def receive(self, conn: Connection, message: Message) -> None:
         if conn.closing or conn not in self.connections:
@@ -238,7 +238,7 @@ class Room:
                 return
             changed = self.presence.apply(decode_awareness(message.payload), conn)
             if changed:
-                self._relay_awareness(awareness_message(encode_awareness(changed)), conn)
+                self._relay_awareness(encode_awareness(changed), conn)
         elif message.type == MessageType.QUERY_AWARENESS:
             conn.send(awareness_message(encode_awareness(self.presence.current())))
 
@@ -370,6 +370,14 @@ class Room:
             self.apply_logged(update)
         elif message.kind == FanoutKind.DELETED:
             self._drop_clients()
+        elif message.kind == FanoutKind.AWARENESS and not message.payload:
+            # A replica that just opened this panel asks who is here.
+            present = self.presence.local()
+            if present:
+                update = encode_awareness(present)
+                self._publish(
+                    self.key, FanoutMessage(FanoutKind.AWARENESS, update, self.replica_id)
+                )
         elif message.kind == FanoutKind.AWARENESS:
             changed = self.presence.apply(decode_awareness(message.payload), message.origin)
             if changed:
@@ -454,11 +462,12 @@ class Room:
                 raise ProtocolError("invalid state vector") from None
             raise
 
-    def _relay_awareness(self, frame: bytes, sender: Connection | None) -> None:
+    def _relay_awareness(self, update: bytes, sender: Connection | None) -> None:
+        frame = awareness_message(update)
         for conn in self.connections:
             if conn is not sender:
                 conn.send(frame)
-        self._publish(self.key, FanoutMessage(FanoutKind.AWARENESS, frame[1:], self.replica_id))
+        self._publish(self.key, FanoutMessage(FanoutKind.AWARENESS, update, self.replica_id))
 
     def _committed(self, change: Change, future: asyncio.Future[int]) -> None:
         self._pending.discard(future)

@@ -136,7 +136,9 @@ async def test_a_killed_replica_loses_nothing_and_its_presence_goes(replicas, no
     a, b, c = replicas
     async with Proxy([a.port, b.port]) as proxy:
         base = f"ws://127.0.0.1:{proxy.port}/ws/yjs/{ws}"
-        writer = await node.connect("writer", base, "k", params=user("wes", ws))
+        writer = await node.connect(
+            "writer", base, "k", params=user("wes", ws), awareness={"user": "wes"}
+        )
         ghost = await node.connect(
             "ghost", a.yjs_url(ws), "k", params=user("gil", ws), awareness={"user": "ghost"}
         )
@@ -164,7 +166,7 @@ async def test_a_killed_replica_loses_nothing_and_its_presence_goes(replicas, no
         await streaming
         await ghost.destroy()
         # The ghost's presence goes once A stops heart-beating; the writer comes back via B.
-        await watcher.wait_peers(1, within=10)
+        await watcher.wait_peers(1, match={"user": "wes"}, within=10)
         mine = await writer.state()
         await watcher.wait_json_equals(mine, within=15)
         state = httpx.get(f"{c.http}/api/state/{ws}/k", headers=AUTH).json()["state"]["$state"]

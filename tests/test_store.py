@@ -12,9 +12,10 @@ import itertools
 import random
 import socket
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -763,3 +764,87 @@ async def test_history_pages_newest_first_within_a_time_window(store: UpdateLog)
     assert ([e.version for e in page], total) == ([6], 4)
     assert await store.history(key, limit=5, offset=10) == ([], 6)
     assert await store.history(PanelKey("ws", "missing"), limit=5) == ([], 0)
+
+
+# Snapshots: the panels of a workspace, the snapshot rows, what changed since
+
+
+async def test_list_panels_gives_the_live_panels_with_their_current_view(
+    store: UpdateLog,
+) -> None:
+    current, lagging, gone = (PanelKey("ws", name) for name in ("b-current", "a-lagging", "gone"))
+    for key in (current, lagging, gone, PanelKey("other", "x")):
+        await created(store, key)
+    await store.append([change(current, "e1"), change(current, "e1")])
+    await store.save_view(current, "e1", 3, {"$state": {"n": 3}, "$computed": {}})
+    await store.save_view(lagging, "e1", 1, {"$state": {"old": True}})
+    await store.append([change(lagging, "e1")])  # the stored view is now of version 1 of 2
+    await store.append([change(gone, "e1", change_type=ChangeType.DELETED)])
+
+    assert await store.list_panels("ws") == [
+        ("a-lagging", 2, "e1", None),
+        ("b-current", 3, "e1", {"$state": {"n": 3}, "$computed": {}}),
+    ]
+    await created(store, gone, epoch="e2")  # re-created: listed again, no view yet
+    assert ("gone", 3, "e2", None) in await store.list_panels("ws")
+    assert await store.list_panels("nowhere") == []
+
+
+def snapshot_fields(n: int, at: datetime, **overrides: Any) -> dict[str, Any]:
+    return {
+        "snapshot_id": str(uuid.UUID(int=n + 1)),
+        "snapshot_type": "manual",
+        "description": f"number {n}",
+        "panel_count": 2,
+        "total_size_bytes": 100 + n,
+        "git_commit_hash": f"{n:040x}",
+        "panel_versions": {"p": n, "ü/q": 7},
+        "created_by": "ann",
+        "created_at": at,
+        **overrides,
+    }
+
+
+async def test_snapshot_rows_are_recorded_and_listed_newest_first(store: UpdateLog) -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        snapshot_fields(0, start),
+        snapshot_fields(1, start + timedelta(minutes=5), snapshot_type="auto", created_by=None),
+        snapshot_fields(2, start + timedelta(minutes=9), git_commit_hash=None, description=None),
+    ]
+    for row in rows:
+        await store.record_snapshot("ws", **row)
+    await store.record_snapshot("other", **snapshot_fields(3, start, snapshot_type="pre_ai_edit"))
+
+    listed = await store.list_snapshots("ws", limit=2)
+    assert listed == [{"workspace_id": "ws", **row} for row in reversed(rows[1:])]
+    assert [r["snapshot_id"] for r in await store.list_snapshots("ws")] == [
+        row["snapshot_id"] for row in reversed(rows)
+    ]
+    [other] = await store.list_snapshots("other")
+    assert other["snapshot_type"] == "pre_ai_edit"
+    assert await store.list_snapshots("nowhere") == []
+
+
+async def test_changed_workspaces_are_those_changed_after_their_last_git_snapshot(
+    store: UpdateLog,
+) -> None:
+    start = datetime(2026, 1, 2, tzinfo=UTC)
+    a, b = PanelKey("a", "p"), PanelKey("b", "p")
+    for key in (a, b):
+        await store.create(change(key, "e1", change_type=ChangeType.CREATED, occurred_at=start))
+    assert await store.changed_workspaces() == ["a", "b"]  # never snapshotted
+
+    later = start + timedelta(minutes=1)
+    await store.record_snapshot("a", **snapshot_fields(0, later))
+    await store.record_snapshot("b", **snapshot_fields(1, later, git_commit_hash=None))
+    assert await store.changed_workspaces() == ["b"]  # a row without a commit does not count
+
+    await store.append([change(a, "e1", occurred_at=later + timedelta(seconds=1))])
+    assert await store.changed_workspaces() == ["a", "b"]
+    await store.record_snapshot("a", **snapshot_fields(2, later + timedelta(seconds=2)))
+    await store.record_snapshot("b", **snapshot_fields(3, later + timedelta(seconds=2)))
+    assert await store.changed_workspaces() == []
+    deleted_at = later + timedelta(seconds=3)
+    await store.append([change(b, "e1", change_type=ChangeType.DELETED, occurred_at=deleted_at)])
+    assert await store.changed_workspaces() == ["b"]  # a deletion is a change too

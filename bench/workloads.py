@@ -1,0 +1,540 @@
+"""The workloads: each one is a function of (server, launcher, parameters) that runs the load
+generator once and returns flat figures (a dict of numbers and flags).
+
+Sizes are defaults that fit `make bench` and `make bench-compare` in their time budget on the
+2-core machine; every parameter can be raised from the environment, e.g.
+`BENCH_FANOUT_ROOMS=200 BENCH_FANOUT_UPDATES=500 make bench` (see `Workload.resolved`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .launchers import Launcher, Ours, Server
+from .loadgen import LoadGen
+from .machine import ProcSample, machine_busy_seconds, sample_many
+
+WORKSPACE = "bench"
+LOADGEN_SATURATED_PCT = 90.0
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Mark:
+    at: float
+    server: ProcSample
+    loadgen: ProcSample | None
+    machine_busy_s: float
+
+
+Hooks = dict[str, Callable[[Server], None]]
+"""Called at a barrier after its reading, by barrier name (e.g. start a profiler at 'measure')."""
+
+
+@dataclass(slots=True)
+class Meter:
+    """Readings of the server's and the load generator's processes at named moments."""
+
+    server: Server
+    loadgen: LoadGen
+    hooks: Hooks | None = None
+    marks: dict[str, Mark] = field(default_factory=dict)
+
+    def mark(self, name: str) -> Mark:
+        try:
+            loadgen: ProcSample | None = sample_many([self.loadgen.pid])
+        except (OSError, AssertionError):
+            loadgen = None
+        mark = Mark(
+            time.monotonic(), sample_many(self.server.pids), loadgen, machine_busy_seconds()
+        )
+        self.marks[name] = mark
+        hook = (self.hooks or {}).get(name)
+        if hook is not None:
+            hook(self.server)
+        return mark
+
+    def window(self, start: str, end: str) -> dict[str, float]:
+        """CPU seconds of each side between two marks, and the wall time."""
+        a, b = self.marks[start], self.marks[end]
+        wall = b.at - a.at
+        server_cpu = b.server.cpu_seconds - a.server.cpu_seconds
+        figures = {
+            "wall_s": wall,
+            "server_cpu_s": server_cpu,
+            "server_cpu_pct": 100.0 * server_cpu / wall if wall > 0 else 0.0,
+        }
+        loadgen_cpu = 0.0
+        if a.loadgen is not None and b.loadgen is not None:
+            loadgen_cpu = b.loadgen.cpu_seconds - a.loadgen.cpu_seconds
+            figures["loadgen_cpu_s"] = loadgen_cpu
+            figures["loadgen_cpu_pct"] = 100.0 * loadgen_cpu / wall if wall > 0 else 0.0
+        # Everything else the machine ran meanwhile (other processes, the kernel's share of
+        # loopback traffic): a shared 2-core machine is never quite idle.
+        other = (b.machine_busy_s - a.machine_busy_s) - server_cpu - loadgen_cpu
+        figures["other_cpu_pct"] = 100.0 * max(0.0, other) / wall if wall > 0 else 0.0
+        return figures
+
+
+def loadgen_flags(window: dict[str, float]) -> dict[str, Any]:
+    pct = window.get("loadgen_cpu_pct")
+    return {
+        "loadgen_cpu_pct": pct,
+        "loadgen_saturated": bool(pct is not None and pct > LOADGEN_SATURATED_PCT),
+        "server_cpu_pct": window["server_cpu_pct"],
+        "other_cpu_pct": window["other_cpu_pct"],
+    }
+
+
+def client_spec(
+    server: Server, launcher: Launcher, p: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    """The load generator's spec: which client stack, which URLs, permessage-deflate offered
+    (as browsers do) unless the parameters say `deflate: false`."""
+    return {
+        "client": launcher.client,
+        "urls": server.urls(WORKSPACE),
+        "deflate": bool(p.get("deflate", True)),
+        **fields,
+    }
+
+
+# -- workload definitions ---------------------------------------------------------------------
+
+Runner = Callable[[Server, Launcher, dict[str, Any], Path, Hooks | None], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    title: str
+    runner: Runner
+    params: dict[str, Any]
+    timeout: float
+    ours_only: bool = False
+
+    def resolved(self) -> dict[str, Any]:
+        """Parameters with environment overrides: BENCH_<WORKLOAD>_<PARAM> (upper case, `_`)."""
+        prefix = "BENCH_" + self.name.upper().replace("-", "_") + "_"
+        params = dict(self.params)
+        for key, default in self.params.items():
+            raw = os.environ.get(prefix + key.upper())
+            if raw is None or raw == "":
+                continue
+            params[key] = type(default)(json.loads(raw)) if not isinstance(default, str) else raw
+        return params
+
+
+def fanout(
+    server: Server,
+    launcher: Launcher,
+    p: dict[str, Any],
+    workdir: Path,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """R rooms × C clients, each client writing U updates at a fixed rate; every update carries
+    its send time and is timed at each other client of its room when its observer fires."""
+    spec = client_spec(
+        server,
+        launcher,
+        p,
+        workload="fanout",
+        roomPrefix=p["room_prefix"],
+        rooms=p["rooms"],
+        clientsPerRoom=p["clients"],
+        updatesPerClient=p["updates"],
+        ratePerClient=p["rate"],
+        connect={"concurrency": p["connect_concurrency"], "timeoutMs": 20_000},
+        warmupSeconds=p["warmup_s"],
+        quiesceTimeoutMs=60_000,
+        stallMs=10_000,
+    )
+    loadgen = LoadGen(spec, workdir / "loadgen.log")
+    meter = Meter(server, loadgen, hooks)
+
+    def on_barrier(name: str, info: dict[str, Any]) -> None:
+        meter.mark(name)
+
+    result = loadgen.run(on_barrier, timeout=p.get("timeout", 300))
+    window = meter.window("measure", "done")
+    end = meter.marks["done"].server
+    measured = result["measuredDeliveries"]
+    latency = result["latencyMs"]
+    figures: dict[str, Any] = {
+        "clients": result["clients"],
+        "connect_failed": result["connect"]["failed"],
+        "connect_s": result["connect"]["ms"] / 1000,
+        "updates_sent": result["sent"],
+        "updates_measured": result["sentMeasured"],
+        "deliveries_expected": result["expectedDeliveries"],
+        "deliveries": result["deliveries"],
+        "lost_deliveries": result["lost"],
+        "deliveries_measured": measured,
+        "merged_deliveries": result["merged"],
+        "stale_values": result["stale"],
+        "converged": result["converged"],
+        "rooms_diverged": result["roomsDiverged"],
+        "rooms_wrong_size": result["roomsWrongSize"],
+        "closes_during_run": result["closesDuringRun"],
+        "latency_p50_ms": latency["p50"],
+        "latency_p95_ms": latency["p95"],
+        "latency_p99_ms": latency["p99"],
+        "latency_max_ms": latency["max"],
+        "latency_mean_ms": latency["mean"],
+        "offered_updates_per_s": p["rooms"] * p["clients"] * p["rate"],
+        "updates_per_s": (
+            result["sentMeasured"] / (result["sendMs"] / 1000) if result["sendMs"] else None
+        ),
+        "deliveries_per_s": (
+            measured / (result["deliveryWindowMs"] / 1000) if result["deliveryWindowMs"] else None
+        ),
+        "server_cpu_ms_per_1000_deliveries": (
+            1e6 * window["server_cpu_s"] / measured if measured else None
+        ),
+        "server_rss_end_bytes": end.rss_bytes,
+        "server_rss_peak_bytes": end.hwm_bytes,
+        "loadgen_send_lag_p99_ms": result["sendLagMs"]["p99"],
+        "loadgen_loop_delay_p99_ms": result["loopDelayMs"]["p99"],
+        "loadgen_loop_delay_max_ms": result["loopDelayMs"]["max"],
+        "latency_timeline": result["latencyTimeline"],
+        **loadgen_flags(window),
+    }
+    if isinstance(launcher, Ours):
+        figures["log_versions_ok"] = _versions_logged(server, p)
+    return figures
+
+
+def _versions_logged(server: Server, p: dict[str, Any]) -> bool:
+    """Ours logs every update: each room's version is 1 (creation) + its updates."""
+    want = 1 + p["clients"] * (p["updates"] + round(p["warmup_s"] * p["rate"]))
+    for room in range(p["rooms"]):
+        url = f"{server.http}/api/state/{WORKSPACE}/{p['room_prefix']}-{room}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            if json.loads(response.read())["version"] != want:
+                return False
+    return True
+
+
+def connections(
+    server: Server,
+    launcher: Launcher,
+    p: dict[str, Any],
+    workdir: Path,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """N idle clients over M rooms: connect rate, memory per connection, idle CPU."""
+    spec = client_spec(
+        server,
+        launcher,
+        p,
+        workload="connections",
+        roomPrefix="idle",
+        clients=p["clients"],
+        rooms=p["rooms"],
+        idleSeconds=p["idle_seconds"],
+        connect={"concurrency": p["connect_concurrency"], "timeoutMs": 30_000},
+    )
+    loadgen = LoadGen(spec, workdir / "loadgen.log")
+    meter = Meter(server, loadgen, hooks)
+
+    def on_barrier(name: str, info: dict[str, Any]) -> None:
+        meter.mark(name)
+
+    result = loadgen.run(on_barrier, timeout=p.get("timeout", 300))
+    connect = meter.window("baseline", "connected")
+    idle = meter.window("connected", "idle")
+    base, up = meter.marks["baseline"].server, meter.marks["connected"].server
+    after_idle = meter.marks["idle"].server
+    connected = result["connected"]
+    return {
+        "clients": result["clients"],
+        "rooms": result["rooms"],
+        "connected": connected,
+        "connect_failed": result["failed"],
+        "open_after_idle": result["openAfterIdle"],
+        "closes_while_idle": result["closesWhileIdle"],
+        "connect_s": result["connectMs"] / 1000,
+        "connects_per_s": result["connectPerSecond"],
+        "connect_p50_ms": result["perClientMs"]["p50"],
+        "connect_p95_ms": result["perClientMs"]["p95"],
+        "connect_max_ms": result["perClientMs"]["max"],
+        "server_rss_baseline_bytes": base.rss_bytes,
+        "server_rss_connected_bytes": up.rss_bytes,
+        "server_rss_after_idle_bytes": after_idle.rss_bytes,
+        "server_rss_peak_bytes": after_idle.hwm_bytes,
+        "rss_per_connection_bytes": (up.rss_bytes - base.rss_bytes) / connected
+        if connected
+        else None,
+        "server_cpu_ms_per_connect": 1000 * connect["server_cpu_s"] / connected
+        if connected
+        else None,
+        "idle_server_cpu_pct": idle["server_cpu_pct"],
+        **loadgen_flags(connect),
+    }
+
+
+def cold_sync(
+    server: Server,
+    launcher: Launcher,
+    p: dict[str, Any],
+    workdir: Path,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """One client writes N updates (the panel's log), then J clients join at once from nothing.
+
+    With `restart`, the writer leaves and the server restarts before the joiners come: the
+    panel is then loaded from its log (ours only; the reference servers keep no log)."""
+    restart = bool(p.get("restart"))
+    spec = client_spec(
+        server,
+        launcher,
+        p,
+        workload="coldSync",
+        room=p["room"],
+        updates=p["updates"],
+        keys=p["keys"],
+        joiners=p["joiners"],
+        keepWriter=not restart,
+        chunk=200,
+        preloadTimeoutMs=240_000,
+        connect={"timeoutMs": 60_000},
+    )
+    loadgen = LoadGen(spec, workdir / "loadgen.log")
+    meter = Meter(server, loadgen, hooks)
+    restart_s: list[float] = []
+
+    def on_barrier(name: str, info: dict[str, Any]) -> dict[str, Any] | None:
+        if name == "preloaded" and restart:
+            began = time.monotonic()
+            server.restart()
+            restart_s.append(time.monotonic() - began)
+            meter.mark(name)
+            return {"urls": server.urls(WORKSPACE)}
+        meter.mark(name)
+        return None
+
+    result = loadgen.run(on_barrier, timeout=p.get("timeout", 400))
+    join = meter.window("preloaded", "joined")
+    joined = result["joined"]
+    end = meter.marks["joined"].server
+    figures = {
+        "updates": result["updates"],
+        "joiners": result["joiners"],
+        "joined": joined,
+        "join_failed": result["failed"],
+        "converged": result["converged"],
+        "preload_s": result["preloadMs"] / 1000,
+        "preload_updates_per_s": result["preloadUpdatesPerSecond"],
+        "join_p50_ms": result["joinMs"]["p50"],
+        "join_p95_ms": result["joinMs"]["p95"],
+        "join_max_ms": result["joinMs"]["max"],
+        "all_joined_ms": result["allJoinedMs"],
+        "server_cpu_ms_per_join": 1000 * join["server_cpu_s"] / joined if joined else None,
+        "bytes_per_joiner": result["bytesPerJoiner"],
+        "server_rss_end_bytes": end.rss_bytes,
+        "server_rss_peak_bytes": end.hwm_bytes,
+        **loadgen_flags(join),
+    }
+    if restart_s:
+        figures["restart_s"] = restart_s[0]
+    return figures
+
+
+REST_PHASES = ("get_hot", "patch_durable", "history_page")
+
+
+def rest(
+    server: Server,
+    launcher: Launcher,
+    p: dict[str, Any],
+    workdir: Path,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """REST under concurrency: GET of a hot panel, durable PATCH, history pages of 50."""
+    assert isinstance(launcher, Ours)
+    headers = {}
+    if not launcher.dev:
+        headers["authorization"] = "Bearer " + launcher.token({WORKSPACE: "write"})
+    phases = [
+        {
+            "name": "get_hot",
+            "kind": "get",
+            "rate": p["get_rate"],
+            "seconds": p["seconds"],
+            "concurrency": p["concurrency"],
+            "warmupSeconds": 1,
+        },
+        {
+            "name": "patch_durable",
+            "kind": "patch",
+            "rate": p["patch_rate"],
+            "seconds": p["seconds"],
+            "concurrency": p["concurrency"],
+            "warmupSeconds": 1,
+        },
+        {
+            "name": "history_page",
+            "kind": "history",
+            "limit": 50,
+            "rate": p["history_rate"],
+            "seconds": p["seconds"],
+            "concurrency": p["concurrency"],
+            "warmupSeconds": 1,
+        },
+    ]
+    spec = {
+        "workload": "rest",
+        "base": server.http,
+        "headers": headers,
+        "panelPath": f"/api/state/{WORKSPACE}/rest-panel",
+        "initialState": {f"k{i}": i for i in range(20)} | {"title": "Orders by region"},
+        "phases": phases,
+    }
+    loadgen = LoadGen(spec, workdir / "loadgen.log")
+    meter = Meter(server, loadgen, hooks)
+
+    def on_barrier(name: str, info: dict[str, Any]) -> None:
+        meter.mark(name)
+
+    result = loadgen.run(on_barrier, timeout=p.get("timeout", 300))
+    figures: dict[str, Any] = {}
+    for name in REST_PHASES:
+        phase = result[name]
+        window = meter.window(f"before:{name}", f"after:{name}")
+        latency = phase["latencyMs"]
+        figures |= {
+            f"{name}.requests": phase["requests"],
+            f"{name}.errors": phase["errors"],
+            f"{name}.target_rate": phase["targetRate"],
+            f"{name}.achieved_rate": phase["achievedRate"],
+            f"{name}.concurrency": phase["concurrency"],
+            f"{name}.latency_p50_ms": latency["p50"],
+            f"{name}.latency_p95_ms": latency["p95"],
+            f"{name}.latency_p99_ms": latency["p99"],
+            f"{name}.latency_max_ms": latency["max"],
+            f"{name}.server_cpu_ms_per_request": (
+                1000 * window["server_cpu_s"] / phase["requests"] if phase["requests"] else None
+            ),
+            f"{name}.server_cpu_pct": window["server_cpu_pct"],
+            f"{name}.loadgen_cpu_pct": window.get("loadgen_cpu_pct"),
+            f"{name}.loadgen_saturated": bool(
+                (window.get("loadgen_cpu_pct") or 0) > LOADGEN_SATURATED_PCT
+            ),
+        }
+        if "historyEntries" in phase:
+            figures[f"{name}.history_entries"] = phase["historyEntries"]
+    figures["server_rss_peak_bytes"] = meter.marks["after:history_page"].server.hwm_bytes
+    return figures
+
+
+# The default sizes fit `make bench` and `make bench-compare` (3 repeats) in 15 minutes each on
+# the 2-core machine; see docs/BENCHMARKS.md for what was scaled down. `deflate: False`: the
+# load generator does not offer permessage-deflate (see ours-deflate below and the report).
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "fanout",
+            "Fan-out: many rooms, a few writers each",
+            fanout,
+            {
+                "rooms": 50,
+                "clients": 4,
+                "updates": 20,
+                "rate": 2.0,
+                "warmup_s": 2.0,
+                "connect_concurrency": 50,
+                "room_prefix": "fanout",
+                "deflate": False,
+            },
+            timeout=240,
+        ),
+        Workload(
+            "hot-room",
+            "Hot room: one room, many writers",
+            fanout,
+            {
+                "rooms": 1,
+                "clients": 50,
+                "updates": 20,
+                "rate": 2.0,
+                "warmup_s": 2.0,
+                "connect_concurrency": 50,
+                "room_prefix": "hot",
+                "deflate": False,
+            },
+            timeout=240,
+        ),
+        Workload(
+            "connections",
+            "Connections: idle clients over many rooms",
+            connections,
+            {
+                "clients": 2000,
+                "rooms": 200,
+                "idle_seconds": 3.0,
+                "connect_concurrency": 100,
+                "deflate": False,
+            },
+            timeout=300,
+        ),
+        Workload(
+            "cold-sync",
+            "Cold sync: many clients join a panel of 20,000 updates at once",
+            cold_sync,
+            {
+                "updates": 20_000,
+                "keys": 10,
+                "joiners": 50,
+                "room": "cold",
+                "restart": False,
+                "deflate": False,
+            },
+            timeout=400,
+        ),
+        Workload(
+            "cold-sync-log",
+            "Cold sync from the log: the same, after a restart (the panel loads from SQLite)",
+            cold_sync,
+            {
+                "updates": 20_000,
+                "keys": 10,
+                "joiners": 50,
+                "room": "cold",
+                "restart": True,
+                "deflate": False,
+            },
+            timeout=400,
+            ours_only=True,
+        ),
+        Workload(
+            "rest",
+            "REST: GET hot, PATCH durable, history page of 50",
+            rest,
+            {
+                "get_rate": 300.0,
+                "patch_rate": 200.0,
+                "history_rate": 200.0,
+                "seconds": 8.0,
+                "concurrency": 16,
+            },
+            timeout=300,
+            ours_only=True,
+        ),
+    )
+}
+
+# Diagnostics (make bench, one run each): the same workloads with permessage-deflate offered,
+# as browsers do. Our server (uvicorn's default) accepts it; the Node servers do not.
+DEFLATE_DIAGNOSTICS = ("fanout", "connections")
+
+COMPARED = ("fanout", "hot-room", "connections", "cold-sync")

@@ -238,3 +238,42 @@ def metrics(server: ServerProcess) -> dict[str, float]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
+
+
+async def test_history_patches_follow_log_order_when_replicas_write_one_panel(replicas, node, ws):
+    from crdt_state.jsonpatch import apply_to_json, parse_patch
+
+    a, b, _ = replicas
+    on_a = await node.connect("on_a", a.yjs_url(ws), "h", params=user("ann", ws))
+    on_b = await node.connect("on_b", b.yjs_url(ws), "h", params=user("bob", ws))
+    await on_a.set(["$state", "list"], [])
+    await on_b.wait_for(["$state", "list"], [])
+
+    async def edits(client: Any, name: str) -> None:
+        for i in range(15):
+            await client.push(["$state", "list"], f"{name}{i}")
+            await client.set(["$state", "last"], f"{name}{i}")  # the same key, concurrently
+
+    await asyncio.gather(edits(on_a, "a"), edits(on_b, "b"))
+    # Markers each way: once seen, everything sent before them has arrived (ordered sockets).
+    await on_a.set(["$state", "done_a"], True)
+    await on_b.wait_for(["$state", "done_a"], True)
+    await on_b.set(["$state", "done_b"], True)
+    await on_a.wait_for(["$state", "done_b"], True)
+    final_a = await on_a.state()
+    await on_b.wait_json_equals(final_a)
+    with httpx.Client(base_url=a.http, headers=AUTH) as rest:
+        current = rest.get(f"/api/state/{ws}/h").json()
+        while current["state"]["$state"] != final_a:  # commits land within milliseconds
+            await asyncio.sleep(0.05)
+            current = rest.get(f"/api/state/{ws}/h").json()
+        history = rest.get(f"/api/state/{ws}/h/history", params={"limit": 1000}).json()
+        entries = list(reversed(history["history"]))
+        assert [e["version"] for e in entries] == list(range(1, current["version"] + 1))
+        view: Any = {"$state": {}, "$computed": {}}
+        for entry in entries:
+            view = apply_to_json(view, parse_patch(entry["patch"]))
+            if entry["version"] % 7 == 0:  # the patches agree with the replayed updates
+                at = rest.get(f"/api/state/{ws}/h", params={"version": entry["version"]})
+                assert view == at.json()["state"], entry["version"]
+        assert view == current["state"]

@@ -184,7 +184,7 @@ async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=1.0)
-    log.warning("redis fan-out: tasks still running after close: %s", pending)
+    log.warning("redis fan-out: tasks still running after three cancels: %s", pending)
 
 
 async def _discard(pubsub: PubSub) -> None:

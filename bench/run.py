@@ -25,7 +25,6 @@ import shutil
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from .launchers import LAUNCHERS, Launcher, Ours, scratch_dir

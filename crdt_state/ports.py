@@ -12,11 +12,27 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+MAX_ID_LENGTH = 200
+
 
 @dataclass(frozen=True, slots=True)
 class PanelKey:
     workspace_id: str
     panel_id: str
+
+    def check(self) -> PanelKey:
+        """Refuse ids the stores and channels cannot keep apart (ValueError, with why).
+
+        Both: 1-200 characters, no control characters. A workspace id has no ':' (Redis keys
+        `state:{ws}:{panel}` must not collide)."""
+        for name, value in (("workspace", self.workspace_id), ("panel", self.panel_id)):
+            if not 0 < len(value) <= MAX_ID_LENGTH:
+                raise ValueError(f"A {name} id has 1 to {MAX_ID_LENGTH} characters.")
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+                raise ValueError(f"A {name} id cannot hold control characters.")
+        if ":" in self.workspace_id:
+            raise ValueError("A workspace id cannot contain ':'.")
+        return self
 
     def __str__(self) -> str:
         return f"{self.workspace_id}/{self.panel_id}"

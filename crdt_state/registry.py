@@ -110,6 +110,8 @@ class RoomRegistry:
                 key, functools.partial(self._on_remote, key)
             )
             await self._watch_workspace(key.workspace_id)
+            # What another replica published between our load and our subscription.
+            self.request_catch_up(key, room.caught_up, None)
             # Ask the replicas that hold this panel too for their clients' presence.
             self.publish(key, FanoutMessage(FanoutKind.AWARENESS, b"", self.replica_id))
             future.set_result(room)

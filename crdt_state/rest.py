@@ -58,7 +58,11 @@ def authorize(request: Request, workspace: str, needed: Role) -> Principal:
 
 
 def panel_key(request: Request) -> PanelKey:
-    return PanelKey(request.path_params["workspace"], request.path_params["panel"])
+    key = PanelKey(request.path_params["workspace"], request.path_params["panel"])
+    try:
+        return key.check()
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -128,6 +128,11 @@ async def state_socket(websocket: WebSocket) -> None:
         code = CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN
         await websocket.close(code, exc.message[:120])
         return
+    try:
+        PanelKey(workspace, "-").check()
+    except ValueError as exc:
+        await websocket.close(CLOSE_BAD_MESSAGE, str(exc))
+        return
     session = StateSession(websocket, services, workspace)
     subscription: Subscription = await services.fanout.subscribe_notices(
         workspace, session.on_notice

@@ -35,6 +35,10 @@ async def yjs_socket(websocket: WebSocket) -> None:
     settings = services.settings
     workspace = websocket.path_params["workspace"]
     key = PanelKey(workspace, websocket.path_params["panel"])
+    try:
+        key.check()
+    except ValueError as exc:
+        return await _refuse(websocket, None, CLOSE_BAD_MESSAGE, str(exc))
     if not origin_allowed(websocket.headers.get("origin"), services.allowed_origins):
         await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets a 403
         return

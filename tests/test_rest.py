@@ -378,3 +378,13 @@ def test_bad_put_bodies_change_nothing(api):
             )
         assert response.status_code == status, (body, response.text)
     assert state_of(api, panel) == before
+
+
+def test_ids_that_stores_and_channels_cannot_keep_apart_are_refused(server):
+    headers = {"Authorization": f"Bearer {token('agent', {'*': 'admin'})}"}
+    for path in ("/api/state/a:b/p", "/api/state/ws/" + "x" * 201):
+        response = httpx.put(
+            f"{server.http}{path}", headers=headers, json={"state": {"$state": {}}}
+        )
+        assert response.status_code == 400, path
+        assert response.json()["error"] == "bad_request"

@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
+BENCH_JS := bench/js
+BENCH_JS_STAMP := $(BENCH_JS)/node_modules/.installed
 
-.PHONY: run test lint typecheck install bench clean
+.PHONY: run test lint typecheck install bench bench-compare clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,3 +39,17 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules crdt-state-data
+
+$(BENCH_JS_STAMP): $(BENCH_JS)/package.json $(BENCH_JS)/package-lock.json
+	npm ci --prefix $(BENCH_JS) --no-audit --no-fund --silent
+	touch $(BENCH_JS_STAMP)
+
+# Benchmarks (docs/BENCHMARKS.md). Each installs its own tools (the load generator in bench/js;
+# reference servers and py-spy into .bench/) and takes under 15 minutes on 2 cores.
+bench: $(STAMP) $(BENCH_JS_STAMP)
+	$(BIN)/python -m bench.run ours
+	$(BIN)/python -m bench.report
+
+bench-compare: $(STAMP) $(BENCH_JS_STAMP)
+	$(BIN)/python -m bench.run compare
+	$(BIN)/python -m bench.report

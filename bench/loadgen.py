@@ -79,7 +79,7 @@ class LoadGen:
                         raise LoadGenError(f"the load generator timed out\n{self.stderr_tail()}")
                     if not selector.select(min(remaining, 1.0)):
                         continue
-                    chunk = stdout.read1(1 << 16)
+                    chunk = os.read(stdout.fileno(), 1 << 16)
                     if not chunk:
                         code = self.process.wait()
                         raise LoadGenError(

@@ -31,19 +31,29 @@ SAMPLE_RATE = 250
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 OURS = ("crdt_state/", "adapters/")
 
-# (component, test on "func (file)" frames), checked leaf-first: the first frame that matches
-# names the component. Order matters: more specific first.
+# (component, substrings of "func (file)"), tried on each frame from the leaf up: the first
+# frame that matches a rule names the sample's component. Order matters: specific first.
 COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
-    ("SQLite log writes (worker thread)", ("sqlite3", "adapters/sqlite.py")),
-    ("pycrdt: apply update / encode", ("pycrdt/",)),
+    ("SQLite log (worker thread)", ("adapters/sqlite.py", "sqlite3")),
+    (
+        "thread hand-off (executor submit, loop wake-up)",
+        ("concurrent/futures/", "_write_to_self", "call_soon_threadsafe"),
+    ),
+    ("socket writes (one transport.write per frame)", ("_SelectorSocketTransport.write",)),
+    ("socket reads", ("_read_ready",)),
+    ("pycrdt (apply update, encode)", ("pycrdt/",)),
     ("JSON view upkeep (patch replay)", ("crdt_state/jsonpatch.py",)),
     ("change events -> JSON Patch", ("crdt_state/changes.py",)),
     ("y-websocket codec", ("crdt_state/protocol.py",)),
-    ("WebSocket frames (websockets, uvicorn)", ("websockets/", "uvicorn/protocols/")),
+    ("WebSocket framing (websockets, uvicorn)", ("websockets/", "uvicorn/protocols/")),
     ("ASGI / Starlette", ("starlette/", "uvicorn/")),
     ("orjson / logging", ("orjson", "logging/")),
-    ("asyncio machinery", ("asyncio/", "selectors.py", "concurrent/futures")),
+    ("event loop scheduling (tasks, futures, queues)", ("asyncio/", "selectors.py")),
+    ("rooms, connections, group commit (crdt_state)", ("crdt_state/",)),
 ]
+# A leaf that only waits (a thread parked in a C call that py-spy still sampled): not CPU.
+IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)")
+ENTRY_FILES = ("crdt_state/cli.py", "crdt_state/__main__.py")
 
 
 def ensure_py_spy() -> Path:
@@ -109,6 +119,8 @@ def _frames(stack: str) -> list[tuple[str, str]]:
 def _component(frames: list[tuple[str, str]]) -> str:
     for func, file in reversed(frames):
         text = f"{func} ({file})"
+        if any(text.endswith(f"({entry})") for entry in ENTRY_FILES):
+            continue
         for name, needles in COMPONENTS:
             if any(needle in text for needle in needles):
                 return name
@@ -116,6 +128,8 @@ def _component(frames: list[tuple[str, str]]) -> str:
 
 
 def _is_ours(file: str) -> bool:
+    if any(file.endswith(entry) for entry in ENTRY_FILES):
+        return False  # the entry point sits under every stack of the main thread
     return file.startswith(OURS) or any(f"/{prefix}" in file for prefix in OURS)
 
 
@@ -124,16 +138,19 @@ def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
     by_component: Counter[str] = Counter()
     by_leaf: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
-    total = 0
+    total = idle = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = _frames(stack)
+        if f"{frames[-1][0]} ({frames[-1][1]})" in IDLE_LEAVES:
+            idle += count
+            continue
         total += count
         ours = [f"{func} ({file})" for func, file in frames if _is_ours(file)]
-        by_ours[ours[-1] if ours else "(no frame of ours: event loop, transport)"] += count
+        by_ours[ours[-1] if ours else "(none: event loop, transport, framing)"] += count
         by_component[_component(frames)] += count
         leaf_func, leaf_file = frames[-1]
         by_leaf[f"{leaf_func} ({leaf_file})"] += count
@@ -148,6 +165,7 @@ def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "idle_samples_left_out": idle,
         "by_component": table(by_component),
         "by_our_function": table(by_ours),
         "by_leaf_function": table(by_leaf),

@@ -5,7 +5,7 @@
 
 Options: --repeats N (BENCH_REPEATS), --only W1,W2, --servers S1,S2, --name NAME (the result
 file bench/results/NAME.json), --quick (tiny sizes, for trying the bench itself; such a result
-is written to bench/results/quick-*.json and left out of the report). Workload sizes:
+goes to .bench/results/quick-*.json, out of the repository and of the report). Workload sizes:
 BENCH_<WORKLOAD>_<PARAM>, e.g. BENCH_FANOUT_UPDATES=200 (see bench/workloads.py).
 
 Every (repeat, workload, server) run gets a fresh server process and a fresh data folder.
@@ -30,6 +30,7 @@ from typing import Any
 from .launchers import LAUNCHERS, Launcher, Ours, scratch_dir
 from .loadgen import check_installed
 from .machine import (
+    BENCH_DIR,
     CLIENT_PACKAGES,
     JS_DIR,
     ROOT,
@@ -43,6 +44,7 @@ from .profile import Recorder, ensure_py_spy, summarize
 from .workloads import COMPARED, DEFLATE_DIAGNOSTICS, WORKLOADS, Hooks, Workload
 
 RESULTS = ROOT / "bench" / "results"
+QUICK_RESULTS = BENCH_DIR / "results"
 OURS = Ours.name
 QUIET_PCT = 40.0  # other processes' CPU (% of one core) under which a run starts at once
 QUIET_WAIT_S = 15.0  # at most this long per run
@@ -61,7 +63,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "command": "make bench-compare",
     },
 }
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"rooms": 5, "updates": 6, "warmup_s": 1.0},
     "hot-room": {"clients": 10, "updates": 6, "warmup_s": 1.0},
     "connections": {"clients": 200, "rooms": 20, "idle_seconds": 1.0},
@@ -128,6 +130,8 @@ def run_once(
     quiet: Quiet,
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
+    if workload.auth and isinstance(launcher, Ours):
+        launcher = Ours(dev=False)
     workdir = scratch_dir(f"{launcher.name}-{workload.name}")
     before = quiet.wait()
     began = time.monotonic()
@@ -182,7 +186,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if all(isinstance(v, bool) for v in values):
             summary[key] = {"all": all(values), "any": any(values)}
         elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            summary[key] = spread([float(v) for v in values])  # type: ignore[arg-type]
+            summary[key] = spread([float(v) for v in values if v is not None])
     return summary
 
 
@@ -287,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown workload or server: {', '.join(unknown)}")
     launchers = [LAUNCHERS[name]() for name in servers]
     name = args.name or (f"quick-{args.suite}" if args.quick else args.suite)
-    out_path = RESULTS / f"{name}.json"
+    # Quick results are for trying the bench: they stay out of the repository.
+    out_path = (QUICK_RESULTS if args.quick else RESULTS) / f"{name}.json"
     started = time.monotonic()
     log(f"suite {args.suite}: servers {servers}, workloads {names}, {args.repeats} repeat(s)")
 
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         result["duration_s"] = round(time.monotonic() - started, 1)
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=1, sort_keys=False) + "\n")
 
     for repeat in range(1, args.repeats + 1):

@@ -121,6 +121,7 @@ class Workload:
     params: dict[str, Any]
     timeout: float
     ours_only: bool = False
+    auth: bool = False  # ours runs with JWT authentication (not --dev) for this workload
 
     def resolved(self) -> dict[str, Any]:
         """Parameters with environment overrides: BENCH_<WORKLOAD>_<PARAM> (upper case, `_`)."""
@@ -529,6 +530,7 @@ WORKLOADS: dict[str, Workload] = {
             },
             timeout=300,
             ours_only=True,
+            auth=True,
         ),
     )
 }

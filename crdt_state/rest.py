@@ -206,10 +206,11 @@ async def ready(request: Request) -> Response:
         "ok" if services.committer.healthy else f"retrying ({services.committer.pending} pending)"
     )
     is_ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if is_ready else "not_ready", "checks": checks},
-        status_code=200 if is_ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if is_ready else "not_ready", "checks": checks}
+    if services.snapshots is not None:
+        # Reported, never part of readiness: a damaged repository must not stop live editing.
+        body["gitSnapshots"] = await services.snapshots.check()
+    return JSONResponse(body, status_code=200 if is_ready else 503)
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -416,6 +417,8 @@ async def patch_state(request: Request) -> Response:
     dry_run = flag(request, "dryRun", "dry_run")
     if not dry_run:
         await writable(services)
+    if not isinstance(body.get("snapshotBefore", False), bool):
+        raise BadRequest("'snapshotBefore' must be true or false.", field="snapshotBefore")
     snapshot_before = body.get("snapshotBefore") is True and not dry_run
 
     async def work() -> tuple[int, Any]:

@@ -1,0 +1,711 @@
+"""Write docs/BENCHMARKS.md from the recorded results (bench/results/*.json).
+
+    python -m bench.report            # after `make bench` / `make bench-compare` (they call it)
+
+Every figure in the page comes from a result file; the text around the figures is fixed here.
+Results named quick-* (from `--quick`) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .machine import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+OUTPUT = ROOT / "docs" / "BENCHMARKS.md"
+OURS = "crdt-state"
+SERVER_ORDER = [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket"]
+
+# REST targets: the seed's (p50/p95) and the issue's (p99).
+REST_TARGETS = {
+    "get_hot": {"latency_p50_ms": 5.0, "latency_p95_ms": 10.0, "latency_p99_ms": 2.0},
+    "patch_durable": {"latency_p50_ms": 80.0, "latency_p95_ms": 150.0, "latency_p99_ms": 15.0},
+}
+TARGET_SOURCE = {"latency_p50_ms": "seed", "latency_p95_ms": "seed", "latency_p99_ms": "issue"}
+
+# What each profile component is, in words (the shares come from the recorded profile).
+COMPONENT_NOTES = {
+    "SQLite log writes (worker thread)": (
+        "the durable log: one `BEGIN IMMEDIATE … COMMIT` per group-commit batch on the SQLite "
+        "worker thread, the COMMIT being the WAL fsync of `synchronous=FULL`, plus the row "
+        "inserts and the quiet-room view save"
+    ),
+    "asyncio machinery": (
+        "the event loop itself: waking tasks (room inbox, one writer task per connection, "
+        "commit futures), socket reads and one `transport.write` per frame sent"
+    ),
+    "WebSocket frames (websockets, uvicorn)": (
+        "WebSocket framing in `websockets` (sans-I/O) and uvicorn's protocol glue"
+    ),
+    "pycrdt: apply update / encode": "applying each Yjs update to the room's doc (pycrdt/yrs)",
+    "JSON view upkeep (patch replay)": (
+        "keeping the room's JSON view current by replaying each change's JSON Patch"
+    ),
+    "change events -> JSON Patch": "turning each transaction's Yjs events into a JSON Patch",
+    "y-websocket codec": "decoding and encoding y-websocket frames",
+    "ASGI / Starlette": "ASGI and Starlette plumbing",
+    "orjson / logging": "JSON encoding and logging",
+    "other Python": "everything else",
+}
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def size(value: float | None) -> str:
+    if value is None:
+        return "–"
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= factor:
+            return f"{value / factor:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def stat(summary: dict[str, Any], key: str, fmt: Any = num) -> str:
+    """median (min–max) of a figure over the repeats."""
+    entry = summary.get(key)
+    if not isinstance(entry, dict) or "median" not in entry:
+        return "–"
+    if entry["n"] == 1 or entry["min"] == entry["max"]:
+        return fmt(entry["median"])
+    return f"{fmt(entry['median'])} ({fmt(entry['min'])}–{fmt(entry['max'])})"
+
+
+def median(summary: dict[str, Any], key: str) -> float | None:
+    entry = summary.get(key)
+    if isinstance(entry, dict) and "median" in entry:
+        return float(entry["median"])
+    return None
+
+
+def flag(summary: dict[str, Any], key: str) -> bool | None:
+    entry = summary.get(key)
+    if isinstance(entry, dict) and "all" in entry:
+        return bool(entry["all"])
+    return None
+
+
+def ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def servers_of(entry: dict[str, Any]) -> list[str]:
+    names = list(entry["servers"])
+    return sorted(names, key=lambda n: SERVER_ORDER.index(n) if n in SERVER_ORDER else 99)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if k not in ("room_prefix", "room")}
+    return ", ".join(f"`{k}={v}`" for k, v in shown.items())
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def header(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `python -m bench.report` from bench/results/*.json: do not edit. -->",
+        "",
+        "Our server next to the servers people would pick instead, on the same 2-core machine,",
+        "with the same clients: real `yjs` + `y-websocket` clients under Node (the browser stack),",
+        "plus REST load for ours. Every figure below comes from a recorded run in",
+        "`bench/results/` (the JSON holds every run, the command and the machine).",
+        "",
+        "## How to run",
+        "",
+        "```sh",
+        "make bench           # ours: every workload, REST, a profile -> bench/results/ours.json",
+        "make bench-compare   # four servers, same workloads -> bench/results/compare.json",
+        ".venv/bin/python -m bench.report   # rewrite this page from the JSON (both targets do)",
+        "```",
+        "",
+        "Both install what they need: `npm ci --prefix bench/js` (the load generator), and into",
+        "the git-ignored `.bench/`: the reference servers (`bench/servers/package-lock.json`),",
+        "pycrdt-websocket in its own venv (`bench/servers/pycrdt-websocket-requirements.txt`)",
+        "and py-spy. None of it is a dependency of the product. Sizes are defaults that fit each",
+        "target in 15 minutes on 2 cores; raise them from the environment, e.g.",
+        "`BENCH_FANOUT_UPDATES=200 BENCH_REPEATS=5 make bench` (`BENCH_<WORKLOAD>_<PARAM>`,",
+        "see `bench/workloads.py`), or run one workload: `python -m bench.run compare --only",
+        "hot-room`.",
+        "",
+    ]
+    rows = []
+    for result in (ours, compare):
+        if result is None:
+            continue
+        rows.append(
+            [
+                f"`{result['command']}`",
+                f"`{result['argv']}`",
+                result["started_at"],
+                duration(result.get("duration_s")),
+                str(result["repeats"]),
+                ", ".join(f"`{k}={v}`" for k, v in result["env_overrides"].items()) or "none",
+            ]
+        )
+    lines += table(["target", "command", "started (UTC)", "took", "repeats", "overrides"], rows)
+    lines.append("")
+    return lines
+
+
+def machine_section(result: dict[str, Any]) -> list[str]:
+    m = result["machine"]
+    lines = ["## Machine and versions", ""]
+    lines += table(
+        ["cpu", "cores", "memory", "kernel", "node", "python"],
+        [
+            [
+                m["cpu_model"],
+                str(m["cores"]),
+                size(m["memory_bytes"]),
+                m["kernel"],
+                str(m["node"]),
+                m["python"],
+            ]
+        ],
+    )
+    lines.append("")
+    clients = result["client_packages"]
+    lines.append(
+        "Clients (bench/js/package-lock.json): "
+        + ", ".join(f"{name} {version}" for name, version in clients.items())
+        + "."
+    )
+    lines.append("")
+    rows = []
+    for name, server in result["servers"].items():
+        versions = server.get("versions", {})
+        if name == OURS:
+            text = (
+                f"crdt-state {versions.get('crdt-state')} at {str(versions.get('commit'))[:12]}"
+                f"{' (uncommitted changes)' if versions.get('dirty') else ''}; "
+                + ", ".join(f"{k} {v}" for k, v in versions.get("python_packages", {}).items())
+            )
+        else:
+            text = ", ".join(f"{k} {v}" for k, v in versions.items())
+        rows.append([name, server["storage"], server["client"], text])
+    lines += table(["server", "storage", "client stack", "versions"], rows)
+    lines.append("")
+    return lines
+
+
+def method_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[str]:
+    any_result = compare or ours
+    assert any_result is not None
+    workloads = {**(ours or {}).get("workloads", {}), **(compare or {}).get("workloads", {})}
+    lines = [
+        "## What is measured",
+        "",
+        "Each run starts a fresh server process (fresh data folder) and one Node load generator",
+        "(`bench/js/loadgen.mjs`); the driver (`bench/run.py`) reads `/proc/<pid>` of both at",
+        "each phase boundary. Repeats alternate the servers run by run. Figures are the",
+        "**median over the repeats, with the min–max spread in brackets**.",
+        "",
+    ]
+    for name, entry in workloads.items():
+        lines.append(f"- **{name}** – {entry['title']}: {params_text(entry['params'])}.")
+    lines += [
+        "",
+        "- **Latency** (fan-out, hot room): each writer overwrites its own key of the panel's",
+        "  `$state` map with `{s: sequence, t: send time}`; each other client of the room takes",
+        "  `now − t` when its map observer fires (one process, one clock). The first `warmup_s`",
+        "  of sends are delivered and checked but left out of latency and CPU figures.",
+        "  **Lost deliveries** = updates that never reached a client of the room (must be 0);",
+        "  **converged** = every doc of a room equal at the end (state vector and content).",
+        "  For ours, the log is also checked: each room's version = 1 + its updates.",
+        "- **Server CPU per 1,000 deliveries**: `utime+stime` of the server process over the",
+        "  measured phase ÷ deliveries (a delivery = one update reaching one other client).",
+        "- **Memory per connection**: server RSS after all clients synced minus RSS before the",
+        "  first, ÷ connections. **Connect rate**: clients synced per second, 100 handshakes in",
+        "  flight. **RSS peak**: the server's `VmHWM`.",
+        "- **Cold sync**: one client writes 20,000 updates (10 keys overwritten in turn), a",
+        "  watcher confirms the last one arrived, then all joiners connect at once from an empty",
+        "  doc. The writer stays connected (the reference servers keep no log and drop a doc",
+        "  when its last client leaves). CPU per cold join = server CPU while they join ÷ joiners.",
+        "  `cold-sync-log` (ours only) restarts the server first: the panel loads from SQLite.",
+        "- **REST** (ours only): open-loop load at a fixed rate, at most 16 requests in flight",
+        "  over keep-alive connections; latency from request issue to the end of the body.",
+        "  `history_page` asks for 50 entries at a random offset of the panel's history.",
+        "",
+        "Conditions, so that the comparison is fair and its limits are plain:",
+        "",
+        "- **Durability differs.** Ours appends every update to its SQLite log (WAL,",
+        "  `synchronous=FULL`, group commit within milliseconds of the relay; a REST write",
+        "  answers after its commit); y-websocket, Hocuspocus (no extensions) and",
+        "  pycrdt-websocket (no store) keep documents in memory only.",
+        "- **No authentication on the WebSocket workloads**: ours runs with `--dev`, as the",
+        "  reference servers have none. REST runs with authentication on, as in production",
+        "  (a bearer JWT, HS256, checked on every request). Ours logs at `warning`.",
+        "- **Client stacks**: y-websocket, pycrdt-websocket and ours get the stock",
+        "  `WebsocketProvider`. Hocuspocus speaks its own protocol (document name on every",
+        "  message, an auth step, an ack per update), so its clients use `@hocuspocus/provider`",
+        "  over the same yjs.",
+        "- **permessage-deflate is not offered** by the load generator. Browsers offer it; our",
+        "  server (uvicorn's default) and pycrdt-websocket accept it, the Node servers do not.",
+        "  With it, one Node process inflating every frame for hundreds of clients becomes the",
+        "  bottleneck, which no browser is. Its cost on our server is measured separately below.",
+        "- **Room opening**: each room is opened by one client before the others join.",
+        "  pycrdt-websocket 0.16.5 leaves a client hanging forever when it joins a room another",
+        "  connection is still starting (found by this bench); every server gets the same order.",
+        "- **Shared machine**: the load generator and the server share the 2 cores, and other",
+        "  work may run too. Each run records the load generator's CPU (flagged when over 90 % of",
+        "  a core), its event-loop delay, and the CPU of everything else (`other_cpu_pct`);",
+        "  the bench waits briefly for a quiet machine before each run.",
+        "",
+    ]
+    return lines
+
+
+def fanout_rows(entry: dict[str, Any], servers: list[str]) -> list[list[str]]:
+    rows = []
+    for server in servers:
+        s = entry["servers"][server].get("summary", {})
+        rows.append(
+            [
+                server,
+                stat(s, "latency_p50_ms"),
+                stat(s, "latency_p95_ms"),
+                stat(s, "latency_p99_ms"),
+                stat(s, "latency_max_ms"),
+                stat(s, "deliveries_per_s"),
+                stat(s, "server_cpu_ms_per_1000_deliveries"),
+                stat(s, "server_cpu_pct"),
+                stat(s, "server_rss_peak_bytes", size),
+                stat(s, "lost_deliveries"),
+                yes_no(flag(s, "converged")),
+                stat(s, "loadgen_cpu_pct"),
+                stat(s, "loadgen_loop_delay_p99_ms"),
+            ]
+        )
+    return rows
+
+
+FANOUT_HEADER = [
+    "server",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "deliveries/s",
+    "CPU ms / 1,000 deliveries",
+    "server CPU %",
+    "RSS peak",
+    "lost",
+    "converged",
+    "loadgen CPU %",
+    "loadgen loop delay p99 ms",
+]
+
+
+def yes_no(value: bool | None) -> str:
+    return "–" if value is None else ("yes" if value else "**NO**")
+
+
+def connection_rows(entry: dict[str, Any], servers: list[str]) -> list[list[str]]:
+    rows = []
+    for server in servers:
+        s = entry["servers"][server].get("summary", {})
+        rows.append(
+            [
+                server,
+                stat(s, "connected"),
+                stat(s, "connects_per_s"),
+                stat(s, "connect_p95_ms"),
+                stat(s, "rss_per_connection_bytes", size),
+                stat(s, "server_rss_connected_bytes", size),
+                stat(s, "server_cpu_ms_per_connect"),
+                stat(s, "connect_failed"),
+                stat(s, "loadgen_cpu_pct"),
+            ]
+        )
+    return rows
+
+
+CONNECTION_HEADER = [
+    "server",
+    "connected",
+    "connects/s",
+    "connect p95 ms",
+    "RSS per connection",
+    "RSS with all connected",
+    "CPU ms per connect",
+    "failed",
+    "loadgen CPU %",
+]
+
+
+def cold_rows(entry: dict[str, Any], servers: list[str]) -> list[list[str]]:
+    rows = []
+    for server in servers:
+        s = entry["servers"][server].get("summary", {})
+        rows.append(
+            [
+                server,
+                stat(s, "server_cpu_ms_per_join"),
+                stat(s, "join_p50_ms"),
+                stat(s, "join_p95_ms"),
+                stat(s, "all_joined_ms"),
+                stat(s, "bytes_per_joiner", size),
+                stat(s, "preload_updates_per_s"),
+                stat(s, "server_rss_peak_bytes", size),
+                yes_no(flag(s, "converged")),
+                stat(s, "loadgen_cpu_pct"),
+            ]
+        )
+    return rows
+
+
+COLD_HEADER = [
+    "server",
+    "CPU ms per cold join",
+    "join p50 ms",
+    "join p95 ms",
+    "all joined ms",
+    "sync bytes per joiner",
+    "preload updates/s",
+    "RSS peak",
+    "all correct",
+    "loadgen CPU %",
+]
+
+
+def workload_table(name: str, entry: dict[str, Any], servers: list[str]) -> list[str]:
+    if name in ("fanout", "hot-room"):
+        return table(FANOUT_HEADER, fanout_rows(entry, servers))
+    if name == "connections":
+        return table(CONNECTION_HEADER, connection_rows(entry, servers))
+    if name.startswith("cold-sync"):
+        return table(COLD_HEADER, cold_rows(entry, servers))
+    return []
+
+
+RATIO_LABELS = {
+    "latency_p50_ms": "latency p50",
+    "latency_p95_ms": "latency p95",
+    "latency_p99_ms": "latency p99",
+    "server_cpu_ms_per_1000_deliveries": "CPU / delivery",
+    "server_rss_peak_bytes": "RSS peak",
+    "rss_per_connection_bytes": "RSS / connection",
+    "connects_per_s": "connects/s",
+    "server_cpu_ms_per_connect": "CPU / connect",
+    "server_cpu_ms_per_join": "CPU / cold join",
+    "join_p50_ms": "join p50",
+    "join_p95_ms": "join p95",
+    "preload_updates_per_s": "preload updates/s",
+}
+
+
+def compare_section(compare: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Side by side (`make bench-compare`)",
+        "",
+        "Ratios are **ours ÷ theirs** of the medians: below 1 is better for latency, CPU and",
+        "memory, above 1 is better for rates.",
+        "",
+    ]
+    for name, entry in compare["workloads"].items():
+        servers = servers_of(entry)
+        lines += [f"### {name}: {entry['title']}", "", params_text(entry["params"]), ""]
+        lines += workload_table(name, entry, servers)
+        lines.append("")
+        ratios = entry.get("ratios", {})
+        if ratios:
+            metrics = list(next(iter(ratios.values())).keys())
+            rows = [
+                [f"ours ÷ {server}"] + [ratio(ratios[server].get(m)) for m in metrics]
+                for server in servers
+                if server in ratios
+            ]
+            lines += table(["ratio"] + [RATIO_LABELS.get(m, m) for m in metrics], rows)
+            lines.append("")
+        lines += run_notes(entry, servers)
+    return lines
+
+
+def run_notes(entry: dict[str, Any], servers: list[str]) -> list[str]:
+    """Failed runs, saturated load generator, busy machine: said next to the table."""
+    notes = []
+    for server in servers:
+        for run in entry["servers"][server]["runs"]:
+            where = f"{server}, repeat {run['repeat']}"
+            if not run.get("ok"):
+                notes.append(f"- {where}: **failed**: {run.get('error', '')[:200]}")
+                continue
+            figures = run["figures"]
+            if figures.get("loadgen_saturated"):
+                notes.append(
+                    f"- {where}: the load generator was saturated "
+                    f"({num(figures.get('loadgen_cpu_pct'))} % of a core): its figures are a "
+                    "bound on the load generator as much as on the server."
+                )
+            other = figures.get("other_cpu_pct")
+            if isinstance(other, float) and other > 50:
+                notes.append(
+                    f"- {where}: other work on the machine used {num(other)} % of a core "
+                    "during the measured phase."
+                )
+            for key in ("lost_deliveries", "connect_failed", "join_failed"):
+                if figures.get(key):
+                    notes.append(f"- {where}: {key.replace('_', ' ')} = {figures[key]}.")
+            if figures.get("converged") is False:
+                notes.append(f"- {where}: **did not converge**.")
+            if figures.get("log_versions_ok") is False:
+                notes.append(f"- {where}: **log versions do not match the updates sent**.")
+    if notes:
+        return ["Notes on these runs:", "", *notes, ""]
+    return []
+
+
+def ours_section(ours: dict[str, Any]) -> list[str]:
+    lines = ["## Our server (`make bench`)", ""]
+    for name, entry in ours["workloads"].items():
+        if name == "rest":
+            continue
+        lines += [f"### {name}: {entry['title']}", "", params_text(entry["params"]), ""]
+        lines += workload_table(name, entry, [OURS])
+        lines.append("")
+        summary = entry["servers"][OURS].get("summary", {})
+        if name in ("fanout", "hot-room") and "log_versions_ok" in summary:
+            lines.append(
+                "Every update durable: each room's log version = 1 + its updates in "
+                f"{'every' if flag(summary, 'log_versions_ok') else '**not every**'} run."
+            )
+            lines.append("")
+        if name == "cold-sync-log":
+            lines.append(f"Restart (stop, flush, start, healthy): {stat(summary, 'restart_s')} s.")
+            lines.append("")
+        lines += run_notes(entry, [OURS])
+    return lines
+
+
+def rest_section(ours: dict[str, Any]) -> list[str]:
+    entry = ours["workloads"].get("rest")
+    if entry is None:
+        return []
+    s = entry["servers"][OURS].get("summary", {})
+    p = entry["params"]
+    lines = [
+        "## REST (ours)",
+        "",
+        params_text(p) + ". Latency in ms, median over the repeats (min–max).",
+        "",
+    ]
+    rows = []
+    for phase in ("get_hot", "patch_durable", "history_page"):
+        rows.append(
+            [
+                f"`{phase}`",
+                stat(s, f"{phase}.achieved_rate"),
+                stat(s, f"{phase}.latency_p50_ms"),
+                stat(s, f"{phase}.latency_p95_ms"),
+                stat(s, f"{phase}.latency_p99_ms"),
+                stat(s, f"{phase}.latency_max_ms"),
+                stat(s, f"{phase}.server_cpu_ms_per_request"),
+                stat(s, f"{phase}.server_cpu_pct"),
+                stat(s, f"{phase}.errors"),
+                stat(s, f"{phase}.loadgen_cpu_pct"),
+            ]
+        )
+    lines += table(
+        [
+            "phase",
+            "req/s",
+            "p50",
+            "p95",
+            "p99",
+            "max",
+            "CPU ms / request",
+            "server CPU %",
+            "errors",
+            "loadgen CPU %",
+        ],
+        rows,
+    )
+    lines += ["", "Against the targets (medians):", ""]
+    rows = []
+    for phase, targets in REST_TARGETS.items():
+        for key, target in targets.items():
+            value = median(s, f"{phase}.{key}")
+            if value is None:
+                verdict = "–"
+            elif value <= target:
+                verdict = "met"
+            else:
+                verdict = f"**missed** by {num(value - target)} ms ({num(value / target)}×)"
+            rows.append(
+                [
+                    f"`{phase}` {key.split('_')[1]}",
+                    f"< {num(target)} ms ({TARGET_SOURCE[key]})",
+                    num(value),
+                    verdict,
+                ]
+            )
+    lines += table(["figure", "target", "measured", "verdict"], rows)
+    lines.append("")
+    lines += run_notes(entry, [OURS])
+    return lines
+
+
+def profile_section(ours: dict[str, Any]) -> list[str]:
+    profile = ours.get("profile")
+    if not profile or "summary" not in profile:
+        return []
+    summary = profile["summary"]
+    lines = [
+        "## Where our server's CPU goes (fan-out profile)",
+        "",
+        f"{profile['tool']}, attached for the measured phase of one fan-out run "
+        f"({params_text(profile['params'])}); {summary['samples']} samples of busy threads "
+        "(idle time in `select` is not sampled).",
+        "",
+    ]
+    threads = profile.get("thread_cpu")
+    if threads:
+        lines += [
+            f"Measured from `/proc` over the same phase: the event-loop thread used "
+            f"{num(threads['main_thread_pct'])} % of a core, the other threads (the SQLite "
+            f"worker) {num(threads['other_threads_pct'])} %.",
+            "",
+        ]
+    lines += ["By component (the innermost library or module on the stack):", ""]
+    lines += table(
+        ["component", "share", "what it is"],
+        [
+            [row["name"], f"{100 * row['share']:.1f} %", COMPONENT_NOTES.get(row["name"], "")]
+            for row in summary["by_component"]
+        ],
+    )
+    lines += ["", "By function of ours (innermost frame of `crdt_state/` or `adapters/`):", ""]
+    lines += table(
+        ["function", "share"],
+        [[f"`{row['name']}`", f"{100 * row['share']:.1f} %"] for row in summary["by_our_function"]],
+    )
+    lines += ["", "Hottest leaf functions (self time):", ""]
+    lines += table(
+        ["function", "share"],
+        [
+            [f"`{row['name']}`", f"{100 * row['share']:.1f} %"]
+            for row in summary["by_leaf_function"][:8]
+        ],
+    )
+    top = [row for row in summary["by_component"] if row["name"] != "other Python"][:3]
+    lines += ["", "**The top three costs that remain**, by this profile:", ""]
+    for index, row in enumerate(top, 1):
+        note = COMPONENT_NOTES.get(row["name"], "")
+        lines.append(
+            f"{index}. {row['name']}: {100 * row['share']:.0f} % of busy samples – {note}."
+        )
+    lines.append("")
+    return lines
+
+
+def deflate_section(ours: dict[str, Any]) -> list[str]:
+    diagnostics = ours.get("diagnostics", {}).get("deflate")
+    if not diagnostics:
+        return []
+    lines = [
+        "## permessage-deflate (ours, as browsers connect)",
+        "",
+        "The same workloads with the clients offering permessage-deflate, as browsers do; our",
+        "server (uvicorn's default, `ws_per_message_deflate=True`) accepts it and compresses",
+        "every frame it sends, mostly tiny Yjs updates. Medians; the first column is the",
+        "main run above (deflate not offered).",
+        "",
+    ]
+    rows = []
+    metrics: dict[str, list[tuple[str, Any, str]]] = {
+        "fanout": [
+            ("server_cpu_ms_per_1000_deliveries", num, "CPU ms / 1,000 deliveries"),
+            ("latency_p50_ms", num, "latency p50 ms"),
+            ("latency_p99_ms", num, "latency p99 ms"),
+            ("loadgen_cpu_pct", num, "loadgen CPU %"),
+        ],
+        "connections": [
+            ("rss_per_connection_bytes", size, "RSS per connection"),
+            ("server_cpu_ms_per_connect", num, "CPU ms per connect"),
+            ("connects_per_s", num, "connects/s"),
+        ],
+    }
+    for name, keys in metrics.items():
+        entry = diagnostics.get(name)
+        main = ours["workloads"].get(name, {}).get("servers", {}).get(OURS, {}).get("summary")
+        if entry is None or main is None:
+            continue
+        for key, fmt, label in keys:
+            without, with_ = median(main, key), median(entry["summary"], key)
+            change = ratio(with_ / without) if with_ is not None and without else "–"
+            rows.append([name, label, fmt(without), fmt(with_), change])
+    lines += table(["workload", "figure", "not offered", "offered", "offered ÷ not"], rows)
+    lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--ours", default="ours", help="result name of `make bench`")
+    parser.add_argument("--compare", default="compare", help="result name of `make bench-compare`")
+    args = parser.parse_args(argv)
+    ours, compare = load(args.ours), load(args.compare)
+    if ours is None and compare is None:
+        print(
+            "no results in bench/results/ (run make bench or make bench-compare)", file=sys.stderr
+        )
+        return 1
+    lines = header(ours, compare)
+    lines += machine_section(compare or ours)  # type: ignore[arg-type]
+    lines += method_section(ours, compare)
+    if compare is not None:
+        lines += compare_section(compare)
+    if ours is not None:
+        lines += ours_section(ours)
+        lines += rest_section(ours)
+        lines += profile_section(ours)
+        lines += deflate_section(ours)
+    text = "\n".join(lines).rstrip() + "\n"
+    args.output.write_text(text)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

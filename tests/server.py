@@ -22,9 +22,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, dev: bool = False, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        dev: bool = False,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ):
         self.data_dir = data_dir
         self.dev = dev
+        self.extra_args = args or []
         self.extra_env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,6 +59,7 @@ class ServerProcess:
         args = [sys.executable, "-m", "crdt_state", "serve", "--port", str(self.port)]
         if self.dev:
             args.append("--dev")
+        args.extend(self.extra_args)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -277,3 +280,37 @@ async def test_history_patches_follow_log_order_when_replicas_write_one_panel(re
                 at = rest.get(f"/api/state/{ws}/h", params={"version": entry["version"]})
                 assert view == at.json()["state"], entry["version"]
         assert view == current["state"]
+
+
+async def test_workers_are_replicas_behind_one_port(clean_pg, tmp_path, node, ws):
+    server = ServerProcess(
+        tmp_path,
+        env={"DATABASE_URL": clean_pg, "REDIS_URL": redis_server.url()},
+        args=["--workers", "2"],
+    ).start()
+    try:
+        # Connections land on either worker; clients still share one state and see each other.
+        clients = [
+            await node.connect(f"u{i}", server.yjs_url(ws), "w", params=user(f"u{i}", ws))
+            for i in range(6)
+        ]
+        for i, client in enumerate(clients):
+            await client.set(["$state", f"k{i}"], i)
+        expected = {f"k{i}": i for i in range(6)}
+        for client in clients:
+            await client.wait_json_equals(expected, within=10)
+        body = httpx.get(f"{server.http}/api/state/{ws}/w", headers=AUTH).json()
+        assert body["state"]["$state"] == expected
+    finally:
+        server.stop()
+
+
+def test_several_workers_need_redis(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "crdt_state", "serve", "--workers", "2", "--dev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CRDT_STATE_DATA_DIR": str(tmp_path), "REDIS_URL": ""},
+    )
+    assert done.returncode == 2 and "REDIS_URL" in done.stderr

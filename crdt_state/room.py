@@ -58,6 +58,7 @@ EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
 SEEN_REMOTE_LIMIT = 10_000
 CACHE_TTL_SECONDS = 1800
+VIEW_SAVE_DELAY = 0.25  # seconds
 CHANGE_ID_BYTES = 32  # uuid4 hex
 
 
@@ -179,9 +180,11 @@ class Room:
         await self.inbox.put((_STOP, (), None))
         await self._task
         await self.settle()
-        for task in (self._checkpointing, self._saving_view):
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
+        if self._saving_view is not None:
+            self._saving_view.cancel()  # it may be waiting out its delay: save right here
+            await asyncio.gather(self._saving_view, return_exceptions=True)
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
         if self._view_saved_version < self.version:  # the task is done: safe to render here
             try:
                 await self.log.save_view(self.key, self.epoch, self.version, self.view()[0])
@@ -488,8 +491,10 @@ class Room:
             self._checkpointing = asyncio.create_task(self._checkpoint())
 
     async def _save_view(self) -> None:
-        # The stored view is a query cache of the log: written once the room is quiet.
+        # The stored view (and the hot cache) is a query cache of the log: written once the
+        # room is quiet, at most every VIEW_SAVE_DELAY, never once per update.
         try:
+            await asyncio.sleep(VIEW_SAVE_DELAY)
             while self._view_saved_version < self.version and not self._pending and not self.closed:
                 version = self.version
                 view, _, _ = await self.call(self.view)

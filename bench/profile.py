@@ -39,13 +39,13 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         "thread hand-off (executor submit, loop wake-up)",
         ("concurrent/futures/", "_write_to_self", "call_soon_threadsafe"),
     ),
-    ("socket writes (one transport.write per frame)", ("_SelectorSocketTransport.write",)),
+    ("socket writes (transport.write)", ("_SelectorSocketTransport.write",)),
     ("socket reads", ("_read_ready",)),
     ("pycrdt (apply update, encode)", ("pycrdt/",)),
     ("JSON view upkeep (patch replay)", ("crdt_state/jsonpatch.py",)),
     ("change events -> JSON Patch", ("crdt_state/changes.py",)),
     ("y-websocket codec", ("crdt_state/protocol.py",)),
-    ("WebSocket framing (websockets, uvicorn)", ("websockets/", "uvicorn/protocols/")),
+    ("HTTP / WebSocket protocol (uvicorn, websockets)", ("websockets/", "uvicorn/protocols/")),
     ("ASGI / Starlette", ("starlette/", "uvicorn/")),
     ("orjson / logging", ("orjson", "logging/")),
     ("event loop scheduling (tasks, futures, queues)", ("asyncio/", "selectors.py")),
@@ -54,6 +54,8 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
 # A leaf that only waits (a thread parked in a C call that py-spy still sampled): not CPU.
 IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)")
 ENTRY_FILES = ("crdt_state/cli.py", "crdt_state/__main__.py")
+# Helpers charged to their caller in "by our function" (a COMMIT is charged to what commits).
+HELPERS = ("_transaction", "_with_db", "<lambda>", "_run.<locals>.<lambda>")
 
 
 def ensure_py_spy() -> Path:
@@ -149,7 +151,11 @@ def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
             idle += count
             continue
         total += count
-        ours = [f"{func} ({file})" for func, file in frames if _is_ours(file)]
+        ours = [
+            f"{func} ({file})"
+            for func, file in frames
+            if _is_ours(file) and not func.endswith(HELPERS)
+        ]
         by_ours[ours[-1] if ours else "(none: event loop, transport, framing)"] += count
         by_component[_component(frames)] += count
         leaf_func, leaf_file = frames[-1]

@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .launchers import LAUNCHERS, Launcher, Ours, scratch_dir
@@ -40,8 +41,8 @@ from .machine import (
     thread_cpu_seconds,
     wait_for_quiet,
 )
-from .profile import Recorder, ensure_py_spy, summarize
-from .workloads import COMPARED, DEFLATE_DIAGNOSTICS, WORKLOADS, Hooks, Workload
+from .profile import PY_SPY_VERSION, SAMPLE_RATE, Recorder, ensure_py_spy, summarize
+from .workloads import COMPARED, DEFLATE_DIAGNOSTICS, REST_PHASES, WORKLOADS, Hooks, Workload
 
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = BENCH_DIR / "results"
@@ -144,7 +145,8 @@ def run_once(
     server = launcher.server(workdir)
     try:
         server.start()
-        record["figures"] = workload.runner(server, launcher, params, workdir, hooks)
+        bounded = {**params, "timeout": workload.timeout}  # the load generator's time limit
+        record["figures"] = workload.runner(server, launcher, bounded, workdir, hooks)
         record["ok"] = True
     except Exception as exc:  # one failed run is recorded, the suite goes on
         record["ok"] = False
@@ -208,50 +210,67 @@ def ratios(workload: str, per_server: dict[str, Any]) -> dict[str, dict[str, flo
 # -- the extras of `make bench`: profile, deflate diagnostics ---------------------------------
 
 
-def profile_run(params: dict[str, Any], quiet: Quiet) -> dict[str, Any]:
-    """One fan-out run with py-spy attached to our server for the measured phase."""
+PROFILES = BENCH_DIR / "profiles"  # raw stacks of the last profile runs (not committed)
+
+
+def profile_run(
+    workload: str, params: dict[str, Any], windows: dict[str, tuple[str, str]], quiet: Quiet
+) -> dict[str, Any]:
+    """One run of `workload` with py-spy attached to our server over each named window
+    (a pair of barriers), and the per-thread CPU of the server over the same window."""
     ensure_py_spy()
-    workdir = scratch_dir("profile")
-    raw = workdir / "profile.raw"
+    PROFILES.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {}
+    hooks: Hooks = {}
+    for label, (begin, end) in windows.items():
+        raw = PROFILES / f"{workload}-{label}.raw"
+        raw.unlink(missing_ok=True)
 
-    def start(server: Any) -> None:
-        state["threads_before"] = thread_cpu_seconds(server.pids[0])
-        state["recorder"] = Recorder(server.pids[0], raw)
-        state["recorder"].start()
-        state["began"] = time.monotonic()
+        def start(server: Any, label: str = label, raw: Path = raw) -> None:
+            recorder = Recorder(server.pids[0], raw)
+            state[label] = {
+                "recorder": recorder,
+                "threads_before": thread_cpu_seconds(server.pids[0]),
+                "began": time.monotonic(),
+                "raw": raw,
+                "pid": server.pids[0],
+            }
+            recorder.start()
 
-    def stop(server: Any) -> None:
-        state["recorder"].stop()
-        state["wall_s"] = time.monotonic() - state["began"]
-        state["threads_after"] = thread_cpu_seconds(server.pids[0])
-        state["pid"] = server.pids[0]
+        def stop(server: Any, label: str = label) -> None:
+            entry = state[label]
+            entry["recorder"].stop()
+            entry["wall_s"] = time.monotonic() - entry["began"]
+            entry["threads_after"] = thread_cpu_seconds(server.pids[0])
 
-    run = run_once(
-        Ours(), WORKLOADS["fanout"], params, 1, quiet, hooks={"measure": start, "done": stop}
-    )
+        hooks[begin] = start
+        hooks[end] = stop
+    work = WORKLOADS[workload]
+    launcher = Ours(dev=not work.auth)
+    run = run_once(launcher, work, params, 1, quiet, hooks=hooks)
     result: dict[str, Any] = {
-        "workload": "fanout",
+        "workload": workload,
         "params": params,
-        "tool": "py-spy 0.4.3 record --nonblocking --rate 250 (collapsed stacks)",
+        "tool": f"py-spy {PY_SPY_VERSION} record --nonblocking --rate {SAMPLE_RATE}",
         "run": run,
+        "windows": {},
     }
-    if raw.exists():
-        result["summary"] = summarize(raw)
-    if "threads_after" in state:
-        pid, before, after = state["pid"], state["threads_before"], state["threads_after"]
-        main = after.get(pid, 0.0) - before.get(pid, 0.0)
-        others = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items() if tid != pid)
-        wall = state["wall_s"]
-        result["thread_cpu"] = {
-            "wall_s": wall,
-            "main_thread_cpu_s": main,
-            "other_threads_cpu_s": others,
-            "main_thread_pct": 100.0 * main / wall,
-            "other_threads_pct": 100.0 * others / wall,
-            "threads": len(after),
-        }
-    shutil.rmtree(workdir, ignore_errors=True)
+    for label, entry in state.items():
+        window: dict[str, Any] = {}
+        if entry["raw"].exists():
+            window["summary"] = summarize(entry["raw"])
+        if "threads_after" in entry:
+            pid, before, after = entry["pid"], entry["threads_before"], entry["threads_after"]
+            main = after.get(pid, 0.0) - before.get(pid, 0.0)
+            others = sum(cpu - before.get(tid, 0.0) for tid, cpu in after.items() if tid != pid)
+            wall = entry["wall_s"]
+            window["thread_cpu"] = {
+                "wall_s": wall,
+                "main_thread_pct": 100.0 * main / wall,
+                "other_threads_pct": 100.0 * others / wall,
+                "threads": len(after),
+            }
+        result["windows"][label] = window
     return result
 
 
@@ -370,7 +389,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if suite["extras"] and not args.only:
         log("profile: one fan-out run with py-spy")
-        result["profile"] = profile_run(sizes["fanout"], quiet)
+        result["profile"] = profile_run(
+            "fanout", sizes["fanout"], {"fanout": ("measure", "done")}, quiet
+        )
+        save()
+        log("profile: one REST run with py-spy")
+        result["rest_profile"] = profile_run(
+            "rest",
+            sizes["rest"],
+            {phase: (f"before:{phase}", f"after:{phase}") for phase in REST_PHASES},
+            quiet,
+        )
         save()
         result["diagnostics"] = {
             "deflate": deflate_diagnostics(sizes, quiet, 1 if args.quick else 2)

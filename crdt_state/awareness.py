@@ -96,9 +96,6 @@ class Presence:
             if known.state != NULL_STATE and not isinstance(known.owner, str | None)
         ]
 
-    def __len__(self) -> int:
-        return sum(1 for known in self.clients.values() if known.state != NULL_STATE)
-
 
 def _same(owner: object, other: object) -> bool:
     # Connections are compared by identity; other replicas by their id (a string).

@@ -34,10 +34,6 @@ class PanelFeed:
     def notice(self, notice: dict[str, Any]) -> None:
         self._notices.put_nowait(notice)
 
-    def poke(self) -> None:
-        """Check the log for anything missed (after a fan-out reconnect)."""
-        self._notices.put_nowait(None)
-
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -401,19 +401,17 @@ class Room:
             for conn in self.connections:
                 conn.send(frame)
 
-    def on_notice(self, notice: dict[str, Any]) -> bool:
-        """Another replica committed a version of this panel. Returns True when this room
-        never saw that change live (a lost message): the caller fetches it from the log."""
+    def on_notice(self, notice: dict[str, Any]) -> None:
+        """Another replica committed a version of this panel. If this room never saw that
+        change live (a lost message), it asks for it from the log."""
         version = notice.get("version")
         if not isinstance(version, int) or notice.get("epoch") != self.epoch:
-            return False
+            return
         if version > self.version:
             self.version = version
             self.updated_at = utcnow()
         if notice.get("changeId") not in self._seen_remote:  # its live frame was lost
             self._request_catch_up(self.key, version - 1, version)
-            return True
-        return False
 
     def caught_up_to(self, version: int) -> None:
         self.caught_up = max(self.caught_up, version)

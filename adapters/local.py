@@ -42,6 +42,11 @@ class LocalFanout:
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         await _deliver(self.subscribers.get(key, set()), message)
 
+    def may_reach_others(self, key: PanelKey) -> bool:
+        # The publishing replica holds one subscription of a live panel; anyone else (another
+        # registry on this fan-out) is a second.
+        return len(self.subscribers.get(key, ())) > 1
+
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> _LocalSubscription:
         self.subscribers[key].add(callback)
         return _LocalSubscription(self.subscribers, key, callback)

@@ -37,6 +37,7 @@ from crdt_state.ports import (
     LogEntry,
     PanelInfo,
     PanelKey,
+    PanelView,
     TriggeredBy,
 )
 from migrations import migration_files
@@ -147,6 +148,20 @@ _SAVE_VIEW = """
     SET state = $5::jsonb, state_version = $4, checksum = $6, state_size_bytes = $7,
         state_variable_count = $8
     WHERE workspace_id = $1 AND panel_id = $2 AND epoch = $3 AND deleted_at IS NULL
+      AND (state_version IS NULL OR state_version < $4) AND $4 <= version
+"""
+
+# The same, inside a batch's transaction: a row another transaction holds is skipped (the view is
+# a query cache of the log; the next save brings it), so that view rows never join the lock order
+# of the batch's panels (no deadlock between replicas).
+_SAVE_VIEW_NOWAIT = """
+    UPDATE panel_states
+    SET state = $5::jsonb, state_version = $4, checksum = $6, state_size_bytes = $7,
+        state_variable_count = $8
+    WHERE (workspace_id, panel_id) = (
+            SELECT workspace_id, panel_id FROM panel_states
+            WHERE workspace_id = $1 AND panel_id = $2 FOR UPDATE SKIP LOCKED)
+      AND epoch = $3 AND deleted_at IS NULL
       AND (state_version IS NULL OR state_version < $4) AND $4 <= version
 """
 
@@ -470,19 +485,26 @@ class PostgresUpdateLog:
             await _insert_history(conn, [(change, version)])
         return PanelInfo(key, change.epoch, version, change.subject, created_at, created_at)
 
-    async def append(self, changes: Sequence[Change]) -> list[int]:
+    async def append(self, changes: Sequence[Change], views: Sequence[PanelView] = ()) -> list[int]:
         batch = list(changes)
-        if not batch:
+        rows = [_view_row(view) for view in views]
+        if not batch and not rows:
             return []
+        versions: list[int] = []
         async with self._transaction() as conn:
-            locked = await _lock_panels(conn, batch)
-            # Looked up after the locks: a concurrent try of the same batch has committed.
-            logged = await _logged_versions(conn, [change.change_id for change in batch])
-            numbered = number_batch(batch, {k: panel for k, (_, panel) in locked.items()}, logged)
-            if numbered.new:
-                await _insert_history(conn, numbered.new)
-                await _advance_panels(conn, list(locked.values()))
-        return numbered.versions
+            if batch:
+                locked = await _lock_panels(conn, batch)
+                # Looked up after the locks: a concurrent try of the same batch has committed.
+                logged = await _logged_versions(conn, [change.change_id for change in batch])
+                panels = {k: panel for k, (_, panel) in locked.items()}
+                numbered = number_batch(batch, panels, logged)
+                if numbered.new:
+                    await _insert_history(conn, numbered.new)
+                    await _advance_panels(conn, list(locked.values()))
+                versions = numbered.versions
+            if rows:
+                await conn.executemany(_SAVE_VIEW_NOWAIT, rows)
+        return versions
 
     async def load(self, key: PanelKey, until: int | None = None) -> LoadedPanel | None:
         # One snapshot for both reads: an append in between cannot show through.
@@ -596,19 +618,9 @@ class PostgresUpdateLog:
     async def save_view(
         self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
     ) -> None:
-        stored = stored_view(view)
+        row = _view_row(PanelView(key, epoch, version, view))
         async with self._connection() as conn:
-            await conn.execute(
-                _SAVE_VIEW,
-                key.workspace_id,
-                key.panel_id,
-                epoch,
-                version,
-                _jsonb_text(stored.canonical),
-                stored.checksum,
-                len(stored.canonical),
-                stored.leaves,
-            )
+            await conn.execute(_SAVE_VIEW, *row)
 
     async def list_panels(
         self, workspace_id: str
@@ -705,3 +717,17 @@ class PostgresUpdateLog:
         # After a restart every idle connection of the pool is dead: make the retry open
         # fresh ones instead of trying the dead ones one by one.
         await self._pool.expire_connections()
+
+
+def _view_row(view: PanelView) -> tuple[Any, ...]:
+    stored = stored_view(view.view)
+    return (
+        view.key.workspace_id,
+        view.key.panel_id,
+        view.epoch,
+        view.version,
+        _jsonb_text(stored.canonical),
+        stored.checksum,
+        len(stored.canonical),
+        stored.leaves,
+    )

@@ -280,6 +280,9 @@ class RedisFanout:
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         await self._publish(live_channel(key).encode(), encode_frame(message))
 
+    def may_reach_others(self, key: PanelKey) -> bool:
+        return True  # other replicas may hold the panel: Pub/Sub tells no one who listens
+
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> RedisSubscription:
         return await self._add(live_channel(key).encode(), callback)
 

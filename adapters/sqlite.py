@@ -29,6 +29,7 @@ from crdt_state.ports import (
     LogEntry,
     PanelInfo,
     PanelKey,
+    PanelView,
     TriggeredBy,
     utcnow,
 )
@@ -285,11 +286,13 @@ class SqliteUpdateLog:
     async def create(self, change: Change) -> PanelInfo | None:
         return await self._run(lambda db: self._create(db, change))
 
-    async def append(self, changes: Sequence[Change]) -> list[int]:
+    async def append(self, changes: Sequence[Change], views: Sequence[PanelView] = ()) -> list[int]:
         batch = list(changes)
-        if not batch:
+        # Serialized on the caller's thread: the worker only writes.
+        stored = [(view.key, view.epoch, view.version, stored_view(view.view)) for view in views]
+        if not batch and not stored:
             return []
-        return await self._run(lambda db: self._append(db, batch))
+        return await self._run(lambda db: self._append(db, batch, stored))
 
     async def load(self, key: PanelKey, until: int | None = None) -> LoadedPanel | None:
         return await self._run(lambda db: self._load(db, key, until))
@@ -325,7 +328,7 @@ class SqliteUpdateLog:
         self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
     ) -> None:
         stored = stored_view(view)  # on the caller's thread: the worker only writes
-        await self._run(lambda db: self._save_view(db, key, epoch, version, stored))
+        await self._run(lambda db: self._append(db, [], [(key, epoch, version, stored)]))
 
     async def list_panels(
         self, workspace_id: str
@@ -449,38 +452,17 @@ class SqliteUpdateLog:
             db.execute(_INSERT_ENTRY, _history_row(change, version))
         return PanelInfo(key, change.epoch, version, change.subject, _moment(at), _moment(at))
 
-    def _append(self, db: sqlite3.Connection, changes: list[Change]) -> list[int]:
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        changes: list[Change],
+        views: list[tuple[PanelKey, str, int, StoredView]],
+    ) -> list[int]:
         with _transaction(db):
-            panels: dict[PanelKey, BatchPanel] = {}
-            for key in dict.fromkeys(change.key for change in changes):
-                row = db.execute(
-                    "SELECT epoch, version, deleted_at FROM panels"
-                    " WHERE workspace_id = ? AND panel_id = ?",
-                    (key.workspace_id, key.panel_id),
-                ).fetchone()
-                if row is not None:
-                    panels[key] = BatchPanel(row[0], row[1], deleted=row[2] is not None)
-            logged = _logged_versions(db, [change.change_id for change in changes])
-            numbered = number_batch(changes, panels, logged)
-            db.executemany(
-                _INSERT_ENTRY, [_history_row(change, version) for change, version in numbered.new]
-            )
-            db.executemany(
-                "UPDATE panels SET version = ?, updated_at = ?, deleted_at = ?"
-                " WHERE workspace_id = ? AND panel_id = ?",
-                [
-                    (
-                        panel.version,
-                        _micros(panel.updated_at or utcnow()),
-                        None if panel.deleted_at is None else _micros(panel.deleted_at),
-                        key.workspace_id,
-                        key.panel_id,
-                    )
-                    for key, panel in panels.items()
-                    if panel.changed
-                ],
-            )
-        return numbered.versions
+            versions = _append_changes(db, changes) if changes else []
+            for key, epoch, version, view in views:
+                _write_view(db, key, epoch, version, view)
+        return versions
 
     def _load(self, db: sqlite3.Connection, key: PanelKey, until: int | None) -> LoadedPanel | None:
         panel = (key.workspace_id, key.panel_id)
@@ -570,31 +552,6 @@ class SqliteUpdateLog:
                 "INSERT INTO state_checkpoints (workspace_id, panel_id, version, epoch, state,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (*panel, checkpoint.version, epoch, checkpoint.state, _micros(utcnow())),
-            )
-
-    def _save_view(
-        self, db: sqlite3.Connection, key: PanelKey, epoch: str, version: int, view: StoredView
-    ) -> None:
-        # One guarded UPDATE: a stale epoch, a deleted panel, an equal or newer stored view or
-        # a version the log does not have yet all leave the row as it is.
-        with _transaction(db):
-            db.execute(
-                "UPDATE panels SET state = ?, state_version = ?, checksum = ?,"
-                " state_size_bytes = ?, state_variable_count = ?"
-                " WHERE workspace_id = ? AND panel_id = ? AND epoch = ? AND deleted_at IS NULL"
-                " AND (state_version IS NULL OR state_version < ?) AND ? <= version",
-                (
-                    view.canonical.decode(),
-                    version,
-                    view.checksum,
-                    len(view.canonical),
-                    view.leaves,
-                    key.workspace_id,
-                    key.panel_id,
-                    epoch,
-                    version,
-                    version,
-                ),
             )
 
 
@@ -700,3 +657,60 @@ def _created_before(db: sqlite3.Connection, change: Change, version: int) -> Pan
     return PanelInfo(
         change.key, epoch, version, created_by, _moment(created_at), _moment(updated_at)
     )
+
+
+def _write_view(
+    db: sqlite3.Connection, key: PanelKey, epoch: str, version: int, view: StoredView
+) -> None:
+    # One guarded UPDATE: a stale epoch, a deleted panel, an equal or newer stored view or
+    # a version the log does not have yet all leave the row as it is.
+    db.execute(
+        "UPDATE panels SET state = ?, state_version = ?, checksum = ?,"
+        " state_size_bytes = ?, state_variable_count = ?"
+        " WHERE workspace_id = ? AND panel_id = ? AND epoch = ? AND deleted_at IS NULL"
+        " AND (state_version IS NULL OR state_version < ?) AND ? <= version",
+        (
+            view.canonical.decode(),
+            version,
+            view.checksum,
+            len(view.canonical),
+            view.leaves,
+            key.workspace_id,
+            key.panel_id,
+            epoch,
+            version,
+            version,
+        ),
+    )
+
+
+def _append_changes(db: sqlite3.Connection, changes: list[Change]) -> list[int]:
+    panels: dict[PanelKey, BatchPanel] = {}
+    for key in dict.fromkeys(change.key for change in changes):
+        row = db.execute(
+            "SELECT epoch, version, deleted_at FROM panels WHERE workspace_id = ? AND panel_id = ?",
+            (key.workspace_id, key.panel_id),
+        ).fetchone()
+        if row is not None:
+            panels[key] = BatchPanel(row[0], row[1], deleted=row[2] is not None)
+    logged = _logged_versions(db, [change.change_id for change in changes])
+    numbered = number_batch(changes, panels, logged)
+    db.executemany(
+        _INSERT_ENTRY, [_history_row(change, version) for change, version in numbered.new]
+    )
+    db.executemany(
+        "UPDATE panels SET version = ?, updated_at = ?, deleted_at = ?"
+        " WHERE workspace_id = ? AND panel_id = ?",
+        [
+            (
+                panel.version,
+                _micros(panel.updated_at or utcnow()),
+                None if panel.deleted_at is None else _micros(panel.deleted_at),
+                key.workspace_id,
+                key.panel_id,
+            )
+            for key, panel in panels.items()
+            if panel.changed
+        ],
+    )
+    return numbered.versions

@@ -25,7 +25,23 @@ from .services import Services
 from .snapshot_service import SnapshotService
 from .snapshots import SnapshotRepository
 from .state_socket import state_socket
-from .yjs_socket import yjs_socket
+from .yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
+
+
+class App:
+    """The server's ASGI app: Yjs sockets straight on ASGI, everything else through Starlette."""
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            params = yjs_path(scope["path"])
+            if params is not None:
+                socket = YjsSocket(scope, receive, send, *params)
+                return await yjs_socket(socket, self.state.services)
+        await self.starlette(scope, receive, send)
 
 
 @dataclass(slots=True)
@@ -66,7 +82,7 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
     return Adapters(log_store, fanout, cache, repository)
 
 
-def create_app(settings: Settings, *, adapters: Adapters | None = None) -> Starlette:
+def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
     auth = Authenticator(secret=settings.jwt_secret_key, dev=settings.dev)
 
     @contextlib.asynccontextmanager
@@ -127,7 +143,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> Starl
                 if parts.cache is not None:
                     await parts.cache.close()
 
-    return Starlette(
+    starlette = Starlette(
         routes=[
             Route("/health", rest.health),
             Route("/ready", rest.ready),
@@ -139,15 +155,15 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> Starl
             Route("/api/state/{workspace}/{panel}", rest.delete_state, methods=["DELETE"]),
             Route("/api/state/{workspace}/{panel}/history", rest.get_history, methods=["GET"]),
             Route("/api/state/{workspace}/{panel}/revert", rest.revert_state, methods=["POST"]),
-            WebSocketRoute("/ws/yjs/{workspace}/{panel}", yjs_socket),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
         exception_handlers={StateError: rest.state_error},
         lifespan=lifespan,
     )
+    return App(starlette)
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> App:
     """The app of one worker of `crdt-state serve --workers N`."""
     settings = Settings.from_env()
     settings.dev = os.environ.get("CRDT_STATE_DEV") == "1"

@@ -120,7 +120,9 @@ def _map_ops(base: str, event: MapEvent) -> list[dict[str, Any]]:
             ops.append({"op": "remove", "path": path})
         else:
             op = "add" if action == "add" else "replace"
-            ops.append({"op": op, "path": path, "value": render_value(target[key])})
+            # The event carries the new value: no read of the map needed.
+            value = change["newValue"] if "newValue" in change else target[key]
+            ops.append({"op": op, "path": path, "value": render_value(value)})
     return ops
 
 

@@ -126,6 +126,10 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         ws="websockets-sansio",
+        # Off by default: a compressor per connection costs 2.3x the memory of an idle
+        # client and 1.8x the latency, for frames that are mostly small Yjs updates
+        # (docs/BENCHMARKS.md). Large initial syncs then travel uncompressed.
+        ws_per_message_deflate=settings.ws_deflate,
         ws_max_size=settings.max_message_bytes + WS_MAX_SIZE_MARGIN,
         log_level=args.log_level,
         lifespan="on",

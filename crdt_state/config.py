@@ -29,7 +29,14 @@ ENVIRONMENT = {
         "comma-separated Origins allowed to open WebSockets ('*' for any)",
     ),
     "CRDT_STATE_CHECKPOINT_EVERY": ("checkpoint_every", "versions between checkpoints [1000]"),
-    "CRDT_STATE_COMMIT_WINDOW_MS": ("commit_window_ms", "group-commit window in ms [2]"),
+    "CRDT_STATE_COMMIT_WINDOW_MS": (
+        "commit_window_ms",
+        "group-commit window of live Yjs updates in ms (REST writes commit at once) [10]",
+    ),
+    "CRDT_STATE_WS_DEFLATE": (
+        "ws_deflate",
+        "accept permessage-deflate on WebSockets (2.3x memory per connection) [0]",
+    ),
     "CRDT_STATE_MAX_MESSAGE_BYTES": (
         "max_message_bytes",
         "largest WebSocket message accepted [33554432]",
@@ -57,6 +64,14 @@ ENVIRONMENT = {
 }
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True} | {
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 @dataclass(slots=True)
 class Settings:
     data_dir: Path = Path("crdt-state-data")
@@ -68,7 +83,8 @@ class Settings:
     snapshot_interval_seconds: float = 300.0
     allowed_origins: list[str] = field(default_factory=list)
     checkpoint_every: int = 1000
-    commit_window_ms: float = 2.0
+    commit_window_ms: float = 10.0
+    ws_deflate: bool = False
     max_message_bytes: int = 32 * 1024 * 1024
     max_awareness_bytes: int = 64 * 1024
     max_body_bytes: int = 8 * 1024 * 1024
@@ -97,6 +113,10 @@ class Settings:
                     value = int(raw)
                 elif kind == "float":
                     value = float(raw)
+                elif kind == "bool":
+                    if raw.lower() not in _BOOLEANS:
+                        raise ValueError(raw)
+                    value = _BOOLEANS[raw.lower()]
                 else:
                     value = raw
             except ValueError:

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocketState
 
 from .auth import Principal
 
@@ -31,10 +31,23 @@ CLOSE_TOO_LARGE = 4413
 CLOSE_RATE_LIMITED = 4429
 
 
+class FrameSocket(Protocol):
+    """What a connection needs of its WebSocket (Starlette's, or the Yjs face's bare one)."""
+
+    @property
+    def application_state(self) -> WebSocketState: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    async def receive(self) -> MutableMapping[str, Any]: ...
+
+
 class Connection:
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: FrameSocket,
         principal: Principal,
         *,
         can_write: bool,

@@ -5,7 +5,7 @@ The core never imports an adapter. Only the composition root (app factory, CLI) 
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +55,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class PanelView:
+    """A panel's JSON view as of a committed version, for UpdateLog.save_view/append."""
+
+    key: PanelKey
+    epoch: str
+    version: int
+    view: dict[str, Any]
+
+
 @dataclass(slots=True)
 class Change:
     """One change to append to a panel's log: one Yjs update, one future version."""
@@ -70,7 +80,7 @@ class Change:
     occurred_at: datetime = field(default_factory=utcnow)  # timezone-aware
     # Unique per change: appending a change whose id is already logged returns the version it
     # got then instead of appending it again (a retried batch is committed exactly once).
-    change_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    change_id: str = field(default_factory=lambda: os.urandom(16).hex())
     # The version `patch` is exact for: it was computed on the state of the log's first
     # expected_version - 1 entries. If the change gets another version (another replica wrote
     # in between), the store keeps no patch and readers compute it in log order.
@@ -136,12 +146,13 @@ class UpdateLog(Protocol):
         """
         ...
 
-    async def append(self, changes: Sequence[Change]) -> list[int]:
+    async def append(self, changes: Sequence[Change], views: Sequence[PanelView] = ()) -> list[int]:
         """Append in order, in one transaction; return the version given to each change.
 
         Versions are gapless per panel. Raises PanelNotFound for a missing or deleted panel
         and StaleEpoch when `change.epoch` is not the panel's current epoch; then nothing
-        of the batch is written.
+        of the batch is written. `views` are saved in the same transaction, as save_view
+        does (so that keeping views costs no transaction of its own).
         """
         ...
 
@@ -264,6 +275,11 @@ class Fanout(Protocol):
     """
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None: ...
+
+    def may_reach_others(self, key: PanelKey) -> bool:
+        """Whether a live message of `key` could reach another replica. False lets the
+        publisher skip the work (one process: nobody else listens)."""
+        ...
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> Subscription: ...
 

@@ -164,6 +164,7 @@ class RoomRegistry:
             checkpoint_version=checkpoint_version,
             log_store=self.log,
             submit_change=self.committer.submit,
+            submit_view=self.committer.save_view,
             publish=self.publish,
             publish_notice=self.publish_notice,
             request_catch_up=self.request_catch_up,
@@ -174,6 +175,8 @@ class RoomRegistry:
 
     def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         """Queue a message for the other replicas; one task sends them all, in order."""
+        if not self.fanout.may_reach_others(key):
+            return
         self._outbox.append((key, message))
         self._drained.clear()
         self._outbox_ready.set()

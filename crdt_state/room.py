@@ -1,13 +1,15 @@
-"""A room: one live panel doc, its clients, its presence. One asyncio task owns the doc.
+"""A room: one live panel doc, its clients, its presence. The room serializes work on its doc.
 
 Connections and REST handlers never touch the doc: they hand the room work through its inbox
-(`submit` for protocol messages, `call` for anything that wants an answer) and the room's task
-runs it. Work is synchronous inside the task, so each step sees and leaves a consistent doc.
+(`submit` for protocol messages, `call` for anything that wants an answer). Work is synchronous,
+so each step sees and leaves a consistent doc. The room's task runs what queued up; when nothing
+is queued, work runs at once in the caller's task (same order, no hop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -24,7 +26,7 @@ from .changes import PatchRecorder
 from .connection import CLOSE_BAD_MESSAGE, CLOSE_NOT_FOUND, CLOSE_TOO_LARGE, Connection
 from .document import META, SCHEMA_VERSION, PanelDoc
 from .errors import StateError
-from .jsonpatch import apply_to_json, parse_patch
+from .jsonpatch import apply_to_json, derived_patch
 from .log_position import LogPosition
 from .ports import (
     Change,
@@ -33,6 +35,7 @@ from .ports import (
     FanoutMessage,
     PanelInfo,
     PanelKey,
+    PanelView,
     StateCache,
     TriggeredBy,
     UpdateLog,
@@ -58,7 +61,7 @@ EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
 SEEN_REMOTE_LIMIT = 10_000
 CACHE_TTL_SECONDS = 1800
-VIEW_SAVE_DELAY = 0.25  # seconds
+VIEW_SAVE_INTERVAL = 1.0  # seconds: a room stores its view at most this often
 CHANGE_ID_BYTES = 32  # uuid4 hex
 
 
@@ -92,7 +95,8 @@ class Room:
         *,
         checkpoint_version: int,
         log_store: UpdateLog,
-        submit_change: Callable[[Change], asyncio.Future[int]],
+        submit_change: Callable[..., asyncio.Future[int]],
+        submit_view: Callable[[PanelView], asyncio.Future[bool]],
         publish: Callable[[PanelKey, FanoutMessage], None],
         publish_notice: Callable[[str, dict[str, Any]], None],
         request_catch_up: Callable[[PanelKey, int, int | None], None],
@@ -108,6 +112,7 @@ class Room:
         self.checkpoint_version = checkpoint_version
         self.log = log_store
         self._submit_change = submit_change
+        self._submit_view = submit_view
         self._publish = publish
         self._publish_notice = publish_notice
         self._request_catch_up = request_catch_up
@@ -126,14 +131,18 @@ class Room:
         )
         self._captured: list[bytes] = []
         self._subscription = panel.doc.observe(self._on_transaction)
+        self._meta_touched = False  # set by the $meta observer: only then is it checked
+        self._meta_subscription = panel.roots[META].observe(self._on_meta_event)
         self._recorder = PatchRecorder(panel)
         self._changes = 0
         self._full_state: tuple[int, bytes] | None = None
         self._view: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[int]] = set()
         self._checkpointing: asyncio.Task[Any] | None = None
-        self._saving_view: asyncio.Task[None] | None = None
+        self._view_timer: asyncio.TimerHandle | None = None
+        self._after_view_task: asyncio.Task[None] | None = None
         self._view_saved_version = info.version
+        self._view_saved_at = 0.0
         self._task = asyncio.create_task(self._run(), name=f"room {key}")
         self.closed = False
         self.deleted = False
@@ -145,31 +154,44 @@ class Room:
             fn, args, future = await self.inbox.get()
             if fn is _STOP:
                 return
-            try:
-                result = fn(*args)
-            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-                raise
-            except BaseException as exc:  # PanicException included: the room must live on
-                if future is None:
-                    log.exception("room %s: %s failed", self.key, getattr(fn, "__name__", fn))
-                elif not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
-            else:
-                if future is not None and not future.done():
-                    future.set_result(result)
+            self._execute(fn, args, future)
+
+    def _execute(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Any) -> None:
+        try:
+            result = fn(*args)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # PanicException included: the room must live on
+            if future is None:
+                log.exception("room %s: %s failed", self.key, getattr(fn, "__name__", fn))
+            elif not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+        else:
+            if future is not None and not future.done():
+                future.set_result(result)
+
+    # Work is synchronous: nothing else runs on the thread while it does. So when the inbox
+    # is empty (the task is idle, nothing queued ahead), work runs at once in the caller's
+    # task, in order, saving a queue hop and a task switch; otherwise it queues behind.
 
     async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue work without waiting for it (waits only for room in a full inbox)."""
         self.last_used = time.monotonic()
+        if self.inbox.empty() and not self.closed:
+            self._execute(fn, args, None)
+            return
         await self.inbox.put((fn, args, None))
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` in the room's task and return its result."""
+        """Run `fn(*args, **kwargs)` in the room (see above) and return its result."""
         self.last_used = time.monotonic()
         if kwargs:
             fn = functools.partial(fn, **kwargs)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self.inbox.put((fn, args, future))
+        if self.inbox.empty() and not self.closed:
+            self._execute(fn, args, future)
+        else:
+            await self.inbox.put((fn, args, future))
         return await future
 
     async def stop(self) -> None:
@@ -180,9 +202,10 @@ class Room:
         await self.inbox.put((_STOP, (), None))
         await self._task
         await self.settle()
-        if self._saving_view is not None:
-            self._saving_view.cancel()  # it may be waiting out its delay: save right here
-            await asyncio.gather(self._saving_view, return_exceptions=True)
+        if self._view_timer is not None:
+            self._view_timer.cancel()  # it may be waiting out its interval: save right here
+        if self._after_view_task is not None:
+            await asyncio.gather(self._after_view_task, return_exceptions=True)
         if self._checkpointing is not None:
             await asyncio.gather(self._checkpointing, return_exceptions=True)
         if self._view_saved_version < self.version:  # the task is done: safe to render here
@@ -191,6 +214,7 @@ class Room:
             except Exception as exc:
                 log.info("room %s: final view not saved: %r", self.key, exc)
         self.panel.doc.unobserve(self._subscription)
+        self.panel.roots[META].unobserve(self._meta_subscription)
         self._recorder.close()
         self._captured.clear()
 
@@ -273,8 +297,11 @@ class Room:
             error = ProtocolError("invalid Yjs update: the CRDT library refused it")
         # Whatever the doc did take in is broadcast and logged, so replicas and log agree.
         future = self.record_change(origin, trigger_source, triggered_by, subject, change_type)
-        if origin is not None:
-            self._guard_meta()
+        if self._meta_touched:
+            self._meta_touched = False
+            if origin is not None:
+                self._guard_meta()
+                self._meta_touched = False  # the guard's own write
         if error is not None:
             raise error
         return future
@@ -326,15 +353,17 @@ class Room:
             patch=patch,
         )
         change.expected_version = self.position.expect(change.change_id)
-        future = self._submit(change)
+        # A client's live update was relayed already and nobody waits for its commit; a
+        # server-side change (REST, revert) is answered after it: that one is urgent.
+        future = self._submit(change, urgent=origin is None)
         self._publish(
             self.key,
             FanoutMessage(FanoutKind.UPDATE, pack_update(change.change_id, delta), self.replica_id),
         )
         return future
 
-    def _submit(self, change: Change) -> asyncio.Future[int]:
-        future = self._submit_change(change)
+    def _submit(self, change: Change, *, urgent: bool) -> asyncio.Future[int]:
+        future = self._submit_change(change, urgent=urgent)
         self._pending.add(future)
         future.add_done_callback(functools.partial(self._committed, change))
         return future
@@ -353,7 +382,7 @@ class Room:
             subject=subject,
             patch=[],
         )
-        future = self._submit(change)
+        future = self._submit(change, urgent=True)
         self._publish(self.key, FanoutMessage(FanoutKind.DELETED, b"", self.replica_id))
         self._drop_clients()
         return future
@@ -437,7 +466,7 @@ class Room:
         if self._view is None or not patch:
             return
         try:
-            self._view = apply_to_json(self._view, parse_patch(patch))
+            self._view = apply_to_json(self._view, derived_patch(patch))
         except StateError:  # should not happen; a fresh render is always right
             log.exception("room %s: change events did not replay; re-rendering", self.key)
             self._view = None
@@ -447,6 +476,9 @@ class Room:
     def _on_transaction(self, event: Any) -> None:
         # Runs inside pycrdt: must not raise nor touch the doc.
         self._captured.append(event.update)
+
+    def _on_meta_event(self, event: Any) -> None:
+        self._meta_touched = True
 
     def _encode_missing(self, state_vector: bytes) -> bytes:
         # Cold joins all ask for everything: encode the full state once per change.
@@ -483,28 +515,63 @@ class Room:
         if version > self.version:
             self.version = version
             self.updated_at = utcnow()
-        if not self._pending and self._saving_view is None and not self.closed:
-            self._saving_view = asyncio.create_task(self._save_view())
+        if not self._pending:
+            self._view_due()
         if self._checkpoint_due() and self._checkpointing is None:
             self._checkpointing = asyncio.create_task(self._checkpoint())
 
-    async def _save_view(self) -> None:
-        # The stored view (and the hot cache) is a query cache of the log: written once the
-        # room is quiet, at most every VIEW_SAVE_DELAY, never once per update.
+    # The stored view (and the hot cache) is a query cache of the log: it is written when the
+    # room is quiet (every applied change committed, so the view is of `version`), at most
+    # once per VIEW_SAVE_INTERVAL, and rides in a group-commit transaction.
+
+    def _view_due(self) -> None:
+        if self.closed or self._view_timer is not None:
+            return
+        if self._view_saved_version >= self.version:
+            return
+        wait = self._view_saved_at + VIEW_SAVE_INTERVAL - time.monotonic()
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._view_timer = loop.call_later(wait, self._view_timer_fired)
+            return
+        with contextlib.suppress(asyncio.QueueFull):  # a busy room: its next commit retries
+            self.inbox.put_nowait((self._save_view, (), None))
+
+    def _view_timer_fired(self) -> None:
+        self._view_timer = None
+        if not self._pending:  # else the next commit brings it back
+            self._view_due()
+
+    def _save_view(self) -> None:
+        """Runs in the room's task: hand the current view to the committer."""
+        if self.closed or self._pending or self._view_saved_version >= self.version:
+            return
+        version = self.version
+        view = self.view()[0]
+        self._view_saved_at = time.monotonic()
+        written = self._submit_view(PanelView(self.key, self.epoch, version, view))
+        written.add_done_callback(functools.partial(self._view_written, version, view))
+
+    def _view_written(
+        self, version: int, view: dict[str, Any], written: asyncio.Future[bool]
+    ) -> None:
+        if written.cancelled() or not written.result():
+            return
+        self._view_saved_version = max(self._view_saved_version, version)
+        rebaseline = not self.position.exact and self.position.settled
+        if (self.cache is not None or rebaseline) and not self.closed:
+            if self._after_view_task is None:
+                self._after_view_task = asyncio.create_task(self._after_view(view, version))
+
+    async def _after_view(self, view: dict[str, Any], version: int) -> None:
         try:
-            await asyncio.sleep(VIEW_SAVE_DELAY)
-            while self._view_saved_version < self.version and not self._pending and not self.closed:
-                version = self.version
-                view, _, _ = await self.call(self.view)
-                await self.log.save_view(self.key, self.epoch, version, view)
-                self._view_saved_version = version
-                await self.put_cache(view, version)
+            await self.put_cache(view, version)
             if not self.position.exact and self.position.settled and not self.closed:
                 await self._rebaseline()
         except Exception as exc:
-            log.info("room %s: view not saved (%r); the next commit retries", self.key, exc)
+            log.info("room %s: cache not refreshed (%r); the next save retries", self.key, exc)
         finally:
-            self._saving_view = None
+            self._after_view_task = None
 
     def _notify(self, change: Change, version: int) -> None:
         """Tell every replica (and JSON subscribers) that `version` is committed."""

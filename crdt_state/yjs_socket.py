@@ -1,11 +1,20 @@
-"""The WebSocket face for Yjs clients: `/ws/yjs/{workspace}/{panel}` (y-websocket protocol)."""
+"""The WebSocket face for Yjs clients: `/ws/yjs/{workspace}/{panel}` (y-websocket protocol).
+
+It is served straight on ASGI (`YjsSocket`), outside Starlette's router and middleware: a
+connection lives for hours and carries thousands of frames, and each Starlette layer keeps a
+coroutine frame per connection and adds calls per frame (6 KiB of memory per idle client,
+measured in docs/BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from starlette.websockets import WebSocket
+from starlette.datastructures import Headers, QueryParams
+from starlette.websockets import WebSocketState
 
 from .auth import Role, origin_allowed, websocket_token
 from .connection import (
@@ -21,17 +30,77 @@ from .errors import Forbidden, PanelNotFound, Unauthorized
 from .ports import PanelKey
 from .protocol import ProtocolError, decode
 from .room import Room
-from .services import services_of
+from .services import Services
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+PREFIX = "/ws/yjs/"
 
 
-async def _refuse(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
+def yjs_path(path: str) -> tuple[str, str] | None:
+    """(workspace, panel) of a `/ws/yjs/{workspace}/{panel}` path, else None."""
+    if not path.startswith(PREFIX):
+        return None
+    workspace, sep, panel = path[len(PREFIX) :].partition("/")
+    if not sep or not workspace or not panel or "/" in panel:
+        return None
+    return workspace, panel
+
+
+class YjsSocket:
+    """One Yjs client's WebSocket on bare ASGI: what the Yjs face needs of it, no more."""
+
+    __slots__ = ("_receive", "_send", "application_state", "path_params", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, workspace: str, panel: str):
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.path_params = {"workspace": workspace, "panel": panel}
+        self.application_state = WebSocketState.CONNECTING
+
+    @property
+    def headers(self) -> Headers:
+        return Headers(scope=self.scope)
+
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams(self.scope.get("query_string", b""))
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        if self.application_state is WebSocketState.CONNECTING:
+            message = await self._receive()  # websocket.connect
+            if message["type"] != "websocket.connect":
+                self.application_state = WebSocketState.DISCONNECTED
+                return
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self.application_state = WebSocketState.CONNECTED
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.application_state is WebSocketState.DISCONNECTED:
+            return
+        self.application_state = WebSocketState.DISCONNECTED
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            self.application_state = WebSocketState.DISCONNECTED
+        return message
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": data})
+
+
+async def _refuse(websocket: YjsSocket, subprotocol: str | None, code: int, reason: str) -> None:
     # Accept first so that the client sees the close code; a refused handshake hides it.
     await websocket.accept(subprotocol=subprotocol)
     await websocket.close(code, reason[:120])
 
 
-async def yjs_socket(websocket: WebSocket) -> None:
-    services = services_of(websocket)
+async def yjs_socket(websocket: YjsSocket, services: Services) -> None:
     settings = services.settings
     workspace = websocket.path_params["workspace"]
     key = PanelKey(workspace, websocket.path_params["panel"])

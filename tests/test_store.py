@@ -33,6 +33,7 @@ from crdt_state.ports import (
     Checkpoint,
     LoadedPanel,
     PanelKey,
+    PanelView,
     TriggeredBy,
     UpdateLog,
 )
@@ -612,6 +613,40 @@ async def test_save_view_keeps_the_newest_view_of_the_current_epoch(
 
     # A cache beside the log: what load and read answer does not change.
     assert (await store.load(key), await store.read(key)) == before
+
+
+async def test_views_ride_in_an_append_and_obey_the_same_guards(
+    store: UpdateLog, backend: Backend
+) -> None:
+    key, other = PanelKey("ws", "p"), PanelKey("ws", "q")
+    await created(store, key)
+    await created(store, other)
+    view = {"$state": {"a": 1}, "$computed": {}}
+    # The view of version 2 rides in the transaction that logs version 2.
+    versions = await store.append([change(key, "e1")], views=[PanelView(key, "e1", 2, view)])
+    assert versions == [2]
+    assert (await backend.stored_view(key)).version == 2
+    assert (await backend.stored_view(key)).view == view
+    # Views alone, no change: still written; the stale ones are ignored as by save_view.
+    assert (
+        await store.append(
+            [],
+            views=[
+                PanelView(key, "e1", 1, {"$state": {"older": True}}),
+                PanelView(other, "e1", 1, {"$state": {"q": True}}),
+                PanelView(other, "e0", 1, {"$state": {"stale": True}}),
+            ],
+        )
+        == []
+    )
+    assert (await backend.stored_view(key)).view == view
+    assert (await backend.stored_view(other)).view == {"$state": {"q": True}}
+    # A refused batch writes nothing, its views included.
+    with pytest.raises(StaleEpoch):
+        await store.append(
+            [change(key, "e0")], views=[PanelView(other, "e1", 1, {"$state": {"lost": 1}})]
+        )
+    assert (await backend.stored_view(other)).view == {"$state": {"q": True}}
 
 
 async def test_a_deleted_panel_keeps_no_new_view_and_a_recreated_one_starts_without(

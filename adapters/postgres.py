@@ -570,6 +570,25 @@ class PostgresUpdateLog:
         )
         # The page and the total from one snapshot.
         async with self._transaction(isolation="repeatable_read", readonly=True) as conn:
+            if since is None and until is None:
+                # Versions are gapless from 1 and never removed: the panel's version is the
+                # count, and the page is a range of the primary key (no count, no OFFSET scan).
+                total = await conn.fetchval(
+                    "SELECT version FROM panel_states WHERE workspace_id = $1 AND panel_id = $2",
+                    key.workspace_id,
+                    key.panel_id,
+                )
+                total = total or 0
+                rows = await conn.fetch(
+                    f"SELECT {_ENTRY_COLUMNS} FROM state_history"
+                    " WHERE workspace_id = $1 AND panel_id = $2 AND version <= $3"
+                    " ORDER BY version DESC LIMIT $4",
+                    key.workspace_id,
+                    key.panel_id,
+                    total - max(offset, 0),
+                    max(limit, 0),
+                )
+                return [_entry(row) for row in rows], total
             rows = await conn.fetch(
                 f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT $5 OFFSET $6",
                 *where,

@@ -518,6 +518,21 @@ class SqliteUpdateLog:
         )
         where = (key.workspace_id, key.panel_id, *window)
         with _transaction(db, "BEGIN"):  # the page and the total from one snapshot
+            if window == (-_NO_LIMIT, _NO_LIMIT):
+                # Versions are gapless from 1 and never removed: the panel's version is the
+                # count, and the page is a range of the primary key (no count, no OFFSET scan).
+                row = db.execute(
+                    "SELECT version FROM panels WHERE workspace_id = ? AND panel_id = ?",
+                    (key.workspace_id, key.panel_id),
+                ).fetchone()
+                total = 0 if row is None else row[0]
+                rows = db.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM state_history"
+                    " WHERE workspace_id = ? AND panel_id = ? AND version <= ?"
+                    " ORDER BY version DESC LIMIT ?",
+                    (key.workspace_id, key.panel_id, total - offset, limit),
+                ).fetchall()
+                return [_entry(row) for row in rows], total
             rows = db.execute(
                 f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT ? OFFSET ?",
                 (*where, limit, offset),

@@ -164,6 +164,7 @@ class Launcher(ABC):
     title: ClassVar[str]
     client: ClassVar[str] = "y-websocket"  # which client stack the load generator uses
     persistent: ClassVar[bool] = False  # documents survive a restart
+    skips: ClassVar[frozenset[str]] = frozenset()  # workloads this server cannot run
     storage: ClassVar[str] = "in memory"
 
     def install(self) -> None:  # noqa: B027 - most launchers have nothing to install
@@ -400,8 +401,37 @@ class PycrdtWebsocket(Launcher):
             return {}
 
 
+class RelayFloor(Launcher):
+    """bench/servers/relay_floor.py: the least a server on our Python stack can cost."""
+
+    name = "relay-floor"
+    title = "relay floor (bare ASGI relay, no document, on crdt-state's uvicorn stack)"
+    storage = "nothing (relays frames, keeps no document)"
+    skips = frozenset({"cold-sync", "cold-sync-log"})  # no document: no cold join to serve
+
+    def server(self, workdir: Path) -> Server:
+        script = SERVERS_SOURCE / "relay_floor.py"
+        return Server(
+            self.name,
+            [sys.executable, str(script), "--port", "{port}"],
+            env={**os.environ},
+            cwd=ROOT,
+            workdir=workdir,
+            ports=[free_port()],
+            ws_path="/{workspace}",
+            http_ready="/",
+        )
+
+    def versions(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        names = ["uvicorn", "websockets", "uvloop", "httptools"]
+        return {name: metadata.version(name) for name in names}
+
+
 LAUNCHERS: dict[str, type[Launcher]] = {
-    launcher.name: launcher for launcher in (Ours, YWebsocketServer, Hocuspocus, PycrdtWebsocket)
+    launcher.name: launcher
+    for launcher in (Ours, YWebsocketServer, Hocuspocus, PycrdtWebsocket, RelayFloor)
 }
 
 

@@ -58,7 +58,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "command": "make bench",
     },
     "compare": {
-        "servers": [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket"],
+        "servers": [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
         "workloads": list(COMPARED),
         "extras": False,
         "command": "make bench-compare",
@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             "servers": {
                 launcher.name: {"runs": []}
                 for launcher in launchers
-                if not workload.ours_only or launcher.name == OURS
+                if (not workload.ours_only or launcher.name == OURS)
+                and n not in launcher.skips
             },
         }
 

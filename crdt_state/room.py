@@ -31,6 +31,7 @@ from .log_position import LogPosition
 from .ports import (
     Change,
     ChangeType,
+    Checkpoint,
     FanoutKind,
     FanoutMessage,
     PanelInfo,
@@ -517,8 +518,13 @@ class Room:
             self.updated_at = utcnow()
         if not self._pending:
             self._view_due()
-        if self._checkpoint_due() and self._checkpointing is None:
-            self._checkpointing = asyncio.create_task(self._checkpoint())
+        if self._checkpoint_due() and self._checkpointing is None and not self.closed:
+            if not self._pending and self.position.exact:
+                # Quiet, and the doc is exactly the log's prefix: encode it, no replay.
+                with contextlib.suppress(asyncio.QueueFull):  # else a later commit retries
+                    self.inbox.put_nowait((self._checkpoint_live, (), None))
+            elif self._checkpoint_overdue():
+                self._checkpointing = asyncio.create_task(self._checkpoint())
 
     # The stored view (and the hot cache) is a query cache of the log: it is written when the
     # room is quiet (every applied change committed, so the view is of `version`), at most
@@ -623,6 +629,32 @@ class Room:
 
     def _checkpoint_due(self) -> bool:
         return self.version - self.checkpoint_version >= self.settings.checkpoint_every
+
+    def _checkpoint_overdue(self) -> bool:
+        # A room that is never quiet (or holds other replicas' updates) replays the log.
+        return self.version - self.checkpoint_version >= 2 * self.settings.checkpoint_every
+
+    def _checkpoint_live(self) -> None:
+        """Runs in the room: checkpoint the doc itself when it is exactly the log's first
+        `position.base` entries (every applied change committed, none from elsewhere). The
+        replay from the log that it saves stalled every room of the replica for tens of ms."""
+        if self.closed or self._checkpointing is not None or not self._checkpoint_due():
+            return
+        if self._pending or not (self.position.exact and self.position.settled):
+            return
+        checkpoint = Checkpoint(version=self.position.base, state=self.panel.doc.get_update())
+        self._checkpointing = asyncio.create_task(self._save_checkpoint(checkpoint))
+
+    async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        try:
+            await self.log.save_checkpoint(self.key, self.epoch, checkpoint)
+            self.checkpoint_version = max(self.checkpoint_version, checkpoint.version)
+        except StateError as exc:
+            log.info("room %s: checkpoint skipped: %s", self.key, exc)
+        except Exception:
+            log.exception("room %s: checkpoint failed", self.key)
+        finally:
+            self._checkpointing = None
 
     async def _checkpoint(self) -> None:
         # Off the hot path: replays the log into a fresh doc, never touches the live one.

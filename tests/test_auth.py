@@ -131,6 +131,26 @@ def test_negative_ttl_mints_an_expired_token(auth: Authenticator) -> None:
     assert "expired" in rejected(auth, mint_token(SECRET, "a", {}, ttl_seconds=-5)).message
 
 
+def test_a_token_used_before_is_still_refused_once_it_expires(auth: Authenticator) -> None:
+    # Verified tokens are remembered (a client sends the same one with every request), but
+    # never past their expiry.
+    exp = int(time.time()) + 1
+    token = jwt.encode({"sub": "alice", "exp": exp, "workspaces": {}}, SECRET, "HS256")
+    assert auth.authenticate(token).subject == "alice"
+    while time.time() <= exp:  # the expiry itself is what is tested: let it come
+        time.sleep(0.05)
+    assert "expired" in rejected(auth, token).message
+
+
+def test_a_remembered_token_with_another_signature_is_refused(auth: Authenticator) -> None:
+    token = mint_token(SECRET, "alice", {"w": "admin"})
+    assert auth.authenticate(token).subject == "alice"
+    header, payload, _ = token.split(".")
+    forged = mint_token(OTHER_SECRET, "alice", {"w": "admin"}).split(".")[2]
+    assert "signature" in rejected(auth, f"{header}.{payload}.{forged}").message
+    assert auth.authenticate(token).subject == "alice"
+
+
 def test_leeway_tolerates_small_clock_skew() -> None:
     token = mint_token(SECRET, "alice", {"w": "read"}, ttl_seconds=-5)
     p = Authenticator(secret=SECRET, leeway_seconds=60).authenticate(token)

@@ -14,7 +14,9 @@ from adapters.sqlite import SqliteUpdateLog
 from crdt_state.committer import Committer
 from crdt_state.document import PanelDoc
 from crdt_state.ports import PanelKey
+from crdt_state.protocol import read_var_uint
 from crdt_state.registry import RoomRegistry
+from crdt_state.replay import rebuild
 from crdt_state.room import Room, RoomSettings
 
 
@@ -25,6 +27,17 @@ def rss_mib() -> float:
 
 def live_docs() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, Room | PanelDoc))
+
+
+def state_vector(doc: Doc) -> dict[int, int]:
+    """A doc's state vector as {client: clock} (its encoding has no fixed order)."""
+    encoded = doc.get_state()
+    count, pos = read_var_uint(encoded, 0)
+    vector = {}
+    for _ in range(count):
+        client, pos = read_var_uint(encoded, pos)
+        vector[client], pos = read_var_uint(encoded, pos)
+    return vector
 
 
 def small_update(key: str, value: int) -> bytes:
@@ -74,6 +87,35 @@ async def test_an_evicted_room_has_flushed_its_writes_and_reloads_them(registry)
     view, version, _ = await reloaded.call(reloaded.view)
     assert version == 51
     assert view["$state"] == {f"k{i}": i for i in range(50)}
+
+
+async def test_a_quiet_room_checkpoints_its_doc_and_a_reload_from_it_is_the_same_doc(tmp_path):
+    store = await SqliteUpdateLog.open(tmp_path / "log.sqlite3")
+    committer = Committer(store, window_seconds=0.001)
+    committer.start()
+    rooms = RoomRegistry(
+        store, LocalFanout(), committer, settings=RoomSettings(checkpoint_every=10), idle_seconds=0
+    )
+    rooms.start()
+    key = PanelKey("ws", "p")
+    room = await rooms.open(key, create=True, subject="alice")
+    for i in range(25):  # one at a time: the room is quiet after each commit
+        future = await room.call(
+            room.apply_update, small_update(f"k{i % 7}", i), None, trigger_source="t"
+        )
+        assert await future == i + 2
+        if room._checkpointing is not None:
+            await room._checkpointing
+    loaded = await store.load(key)
+    assert loaded is not None and loaded.checkpoint is not None
+    assert loaded.checkpoint.version >= 20
+    rebuilt = rebuild(loaded)
+    live = room.panel.doc
+    assert state_vector(rebuilt) == state_vector(live)  # the same updates, and
+    assert PanelDoc(rebuilt).render() == room.panel.render()
+    await rooms.close()
+    await committer.close()
+    await store.close()
 
 
 async def test_two_thousand_rooms_open_and_close_without_memory_growth(registry):

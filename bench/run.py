@@ -356,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "servers": {
                 launcher.name: {"runs": []}
                 for launcher in launchers
-                if (not workload.ours_only or launcher.name == OURS)
-                and n not in launcher.skips
+                if (not workload.ours_only or launcher.name == OURS) and n not in launcher.skips
             },
         }
 

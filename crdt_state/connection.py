@@ -1,16 +1,19 @@
 """One WebSocket client of a room, with a bounded send queue.
 
-Broadcasting never awaits a client: it appends to the client's queue and a single writer task
-per connection drains it. A client whose queue passes its bound is disconnected with a
-transient close code (1013, try again later) instead of growing the server's memory.
+Broadcasting never awaits a client. A frame goes out at once when the socket takes it without
+waiting (the usual case: no task, no task switch); when the transport pushes back, a task
+finishes that send and drains the frames queued behind it. A client whose queue passes its
+bound is disconnected with a transient close code (1013, try again later) instead of growing
+the server's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocketState
@@ -61,8 +64,8 @@ class Connection:
         self.max_queue_bytes = max_queue_bytes
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        self._writer: asyncio.Task[None] | None = None  # only while a send is held up
         self.sent_messages = 0
 
     @property
@@ -74,8 +77,12 @@ class Connection:
         return self._close is not None
 
     def send(self, data: bytes) -> None:
-        """Queue a frame; never blocks. Disconnects a client that does not keep up."""
+        """Send a frame now, or queue it behind a send that is held up; never blocks.
+        Disconnects a client that does not keep up."""
         if self._close is not None:
+            return
+        if self._writer is None:
+            self._send_now(data)
             return
         if (
             len(self._queue) >= self.max_queue_messages
@@ -86,34 +93,76 @@ class Connection:
             return
         self._queue.append(data)
         self._queued_bytes += len(data)
-        self._wakeup.set()
+
+    def _send_now(self, data: bytes) -> None:
+        # A send into a socket that is not backed up completes without waiting for anything:
+        # run it right here, without a task switch per frame (the cost of a writer task that
+        # wakes up for each of them). Should it have to wait (the transport pushes back), a
+        # task takes over the rest of it, and frames queue behind until it is done.
+        step = self.websocket.send_bytes(data)
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            self.sent_messages += 1
+            return
+        except Exception as exc:  # the peer went away: the reader sees it too
+            log.debug("send failed: %r", exc)
+            self._close = self._close or (CLOSE_NORMAL, "")
+            return
+        self._writer = asyncio.create_task(self._write_on(step, waiting))
+
+    async def _write_on(self, step: Coroutine[Any, Any, None], waiting: Any) -> None:
+        ws = self.websocket
+        try:
+            await _resume(step, waiting)
+            while self._queue and self._close is None:
+                data = self._queue.popleft()
+                self._queued_bytes -= len(data)
+                await ws.send_bytes(data)
+                self.sent_messages += 1
+            if self._close is not None and ws.application_state == WebSocketState.CONNECTED:
+                await ws.close(*self._close)
+        except Exception as exc:  # the peer went away mid-send: the reader sees it too
+            log.debug("writer stopped: %r", exc)
+            self._close = self._close or (CLOSE_NORMAL, "")
+        finally:
+            self._writer = None
 
     def close(self, code: int, reason: str = "") -> None:
-        """Ask the writer to close the socket; frames still queued are dropped."""
+        """Close the socket after the send in progress; frames still queued are dropped."""
         if self._close is None:
             self._close = (code, reason[:120])
             self._queue.clear()
             self._queued_bytes = 0
-            self._wakeup.set()
+            if self._writer is None:
+                self._writer = asyncio.create_task(self._write_on(_nothing(), None))
 
-    async def run_writer(self) -> None:
-        ws = self.websocket
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue and self._close is None:
-                    data = self._queue.popleft()
-                    self._queued_bytes -= len(data)
-                    await ws.send_bytes(data)
-                    self.sent_messages += 1
-                if self._close is not None:
-                    if ws.application_state == WebSocketState.CONNECTED:
-                        await ws.close(*self._close)
-                    return
-        except Exception as exc:  # the peer went away mid-send: the reader sees it too
-            log.debug("writer stopped: %r", exc)
-            self._close = self._close or (CLOSE_NORMAL, "")
+    async def finish(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for a held-up send or the close to go out."""
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), timeout)
+            writer.cancel()
 
     async def receive(self) -> MutableMapping[str, Any]:
         return await self.websocket.receive()
+
+
+async def _resume(step: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Run a coroutine that was started by hand and stopped at `waiting` (what it awaited)
+    to its end, in the current task (a coroutine not started yet: `waiting` is None)."""
+    while True:
+        if waiting is None:
+            await asyncio.sleep(0)  # a bare yield: give the loop one turn
+        elif not waiting.done():
+            with contextlib.suppress(BaseException):  # the coroutine sees the outcome itself
+                await asyncio.wait([waiting])
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            return
+
+
+async def _nothing() -> None:
+    return None

@@ -8,8 +8,6 @@ measured in docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -139,18 +137,13 @@ async def yjs_socket(websocket: YjsSocket, services: Services) -> None:
         max_queue_messages=settings.send_queue_messages,
         max_queue_bytes=settings.send_queue_bytes,
     )
-    writer = asyncio.create_task(conn.run_writer())
     try:
         await room.call(room.join, conn)
         await _read_frames(conn, room, settings.max_message_bytes)
     finally:
         if not room.closed:
             await room.submit(room.leave, conn)
-        if conn.closing:
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(writer, 5)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        await conn.finish(5 if conn.closing else 0)
 
 
 async def _read_frames(conn: Connection, room: Room, max_bytes: int) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from crdt_state.ports import FanoutCallback, FanoutMessage, NoticeCallback, PanelKey
+from crdt_state.ports import FanoutCallback, FanoutMessage, NoticeCallback, Outgoing, PanelKey
 
 
 class _LocalSubscription:
@@ -41,6 +41,13 @@ class LocalFanout:
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         await _deliver(self.subscribers.get(key, set()), message)
+
+    async def publish_all(self, batch: Sequence[Outgoing]) -> None:
+        for topic, message in batch:
+            if isinstance(message, FanoutMessage):
+                await _deliver(self.subscribers.get(topic, set()), message)
+            else:
+                await _deliver(self.notice_subscribers.get(topic, set()), message)
 
     def may_reach_others(self, key: PanelKey) -> bool:
         # The publishing replica holds one subscription of a live panel; anyone else (another

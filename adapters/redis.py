@@ -18,7 +18,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from crdt_state.ports import (
     FanoutKind,
     FanoutMessage,
     NoticeCallback,
+    Outgoing,
     PanelKey,
 )
 
@@ -279,6 +280,25 @@ class RedisFanout:
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
         await self._publish(live_channel(key).encode(), encode_frame(message))
+
+    async def publish_all(self, batch: Sequence[Outgoing]) -> None:
+        # One pipeline, one round trip: publishing message by message cost a round trip each.
+        if self._closed:
+            raise Unavailable("The Redis fan-out is closed.")
+        if not batch:
+            return
+        pipe = self._publisher.pipeline(transaction=False)
+        for topic, message in batch:
+            if isinstance(message, FanoutMessage):
+                assert isinstance(topic, PanelKey)
+                pipe.publish(live_channel(topic).encode(), encode_frame(message))
+            else:
+                assert isinstance(topic, str)
+                pipe.publish(notice_channel(topic).encode(), orjson.dumps(message))
+        try:
+            await _guarded(pipe.execute())
+        except _TRANSPORT_ERRORS as exc:
+            raise Unavailable(f"Redis cannot be reached: {exc}") from exc
 
     def may_reach_others(self, key: PanelKey) -> bool:
         return True  # other replicas may hold the panel: Pub/Sub tells no one who listens

@@ -9,6 +9,7 @@ replica; the load generator spreads clients over the URLs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,8 +68,10 @@ class Server:
         ports: list[int],
         ws_path: str,
         http_ready: str | None = None,
+        cleanup: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self.cleanup = cleanup  # after the last stop (not a restart's)
         self.args = args
         self.env = env
         self.cwd = cwd
@@ -132,7 +136,7 @@ class Server:
         except OSError:
             return False
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0, *, final: bool = True) -> None:
         """SIGTERM (a graceful stop: our server flushes its log), SIGKILL after `timeout`."""
         for process in self.processes:
             if process.poll() is None:
@@ -144,9 +148,12 @@ class Server:
                 process.kill()
                 process.wait()
         self.processes = []
+        if final and self.cleanup is not None:
+            cleanup, self.cleanup = self.cleanup, None
+            cleanup()
 
     def restart(self) -> None:
-        self.stop()
+        self.stop(final=False)
         self.start()
 
     def log_tail(self, lines: int = 30) -> str:
@@ -190,19 +197,76 @@ class Launcher(ABC):
         return {}
 
 
+# Where the replica runs find PostgreSQL and Redis (the machine's own, as the tests use them).
+PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _database_dsn(name: str) -> str:
+    base, _, _ = PG_ADMIN_DSN.rpartition("/")
+    return f"{base}/{name}"
+
+
+def _create_database(name: str) -> str:
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    dsn = _database_dsn(name)
+    _run(
+        [sys.executable, "-m", "crdt_state", "migrate"],
+        env={**os.environ, "DATABASE_URL": dsn},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    return dsn
+
+
+def _drop_database(name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 class Ours(Launcher):
-    """`crdt-state serve` on the embedded default (SQLite log, in-process fan-out)."""
+    """`crdt-state serve` on the embedded default (SQLite log, in-process fan-out), or as
+    `replicas` processes sharing a fresh PostgreSQL database and Redis (`shared`)."""
 
     name = "crdt-state"
     title = "crdt-state (this repository)"
     persistent = True
     storage = "SQLite log, WAL, synchronous=FULL, group commit; every update durable"
 
-    def __init__(self, *, dev: bool = True, replicas: int = 1, secret: str | None = None) -> None:
-        if replicas != 1:
-            raise NotImplementedError("several replicas need the Redis fan-out (not yet here)")
+    def __init__(
+        self,
+        *,
+        dev: bool = True,
+        replicas: int = 1,
+        shared: bool = False,
+        secret: str | None = None,
+    ) -> None:
+        if replicas > 1 and not shared:
+            raise ValueError("several replicas share PostgreSQL and Redis: pass shared=True")
         self.dev = dev
         self.replicas = replicas
+        self.shared = shared
         self.secret = secret or "bench-secret-of-at-least-thirty-two-bytes!!"
         self.env_overrides = {
             k: v
@@ -220,6 +284,12 @@ class Ours(Launcher):
         env = {**os.environ, "CRDT_STATE_DATA_DIR": str(data), "JWT_SECRET_KEY": self.secret}
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
+        cleanup = None
+        if self.shared:
+            database = f"crdt_bench_{os.getpid()}_{int(time.time() * 1000)}"
+            env["DATABASE_URL"] = _create_database(database)
+            env["REDIS_URL"] = REDIS_URL
+            cleanup = functools.partial(_drop_database, database)
         return Server(
             self.name,
             args,
@@ -229,6 +299,7 @@ class Ours(Launcher):
             ports=[free_port() for _ in range(self.replicas)],
             ws_path="/ws/yjs/{workspace}",
             http_ready="/health",
+            cleanup=cleanup,
         )
 
     def token(self, workspaces: dict[str, str]) -> str:
@@ -248,6 +319,7 @@ class Ours(Launcher):
             "auth": "off (--dev)" if self.dev else "JWT (HS256)",
             "log_level": "warning",
             "replicas": self.replicas,
+            "storage": "PostgreSQL + Redis fan-out" if self.shared else "SQLite, in-process",
             "env_overrides": self.env_overrides,
         }
 

@@ -53,7 +53,17 @@ QUIET_BUDGET_S = 150.0  # and at most this long in all
 SUITES: dict[str, dict[str, Any]] = {
     "ours": {
         "servers": [OURS],
-        "workloads": ["fanout", "hot-room", "connections", "cold-sync", "cold-sync-log", "rest"],
+        "workloads": [
+            "fanout",
+            "hot-room",
+            "connections",
+            "cold-sync",
+            "cold-sync-log",
+            "rest",
+            "replicas-1",
+            "replicas-2",
+            "replicas-4",
+        ],
         "extras": True,
         "command": "make bench",
     },
@@ -133,6 +143,8 @@ def run_once(
 ) -> dict[str, Any]:
     if workload.auth and isinstance(launcher, Ours):
         launcher = Ours(dev=False)
+    if "replicas" in params and isinstance(launcher, Ours):
+        launcher = Ours(replicas=params["replicas"], shared=True)
     workdir = scratch_dir(f"{launcher.name}-{workload.name}")
     before = quiet.wait()
     began = time.monotonic()

@@ -500,6 +500,27 @@ WORKLOADS: dict[str, Workload] = {
             },
             timeout=240,
         ),
+        *(
+            Workload(
+                f"replicas-{n}",
+                f"Cross-replica fan-out: {n} replica{'s' if n > 1 else ''} on PostgreSQL + Redis",
+                fanout,
+                {
+                    "replicas": n,
+                    "rooms": 50,
+                    "clients": 4,
+                    "updates": 20,
+                    "rate": 2.0,
+                    "warmup_s": 2.0,
+                    "connect_concurrency": 50,
+                    "room_prefix": f"replicas{n}",
+                    "deflate": False,
+                },
+                timeout=240,
+                ours_only=True,
+            )
+            for n in (1, 2, 4)
+        ),
         Workload(
             "connections",
             "Connections: idle clients over many rooms",

@@ -259,6 +259,10 @@ FanoutCallback = Callable[[FanoutMessage], Awaitable[None] | None]
 NoticeCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
+# What a replica publishes: a live message of a panel, or a committed notice of a workspace.
+Outgoing = tuple[PanelKey, FanoutMessage] | tuple[str, dict[str, Any]]
+
+
 class Subscription(Protocol):
     async def close(self) -> None: ...
 
@@ -275,6 +279,11 @@ class Fanout(Protocol):
     """
 
     async def publish(self, key: PanelKey, message: FanoutMessage) -> None: ...
+
+    async def publish_all(self, batch: Sequence[Outgoing]) -> None:
+        """Publish live messages (PanelKey, FanoutMessage) and notices (workspace id, dict) in
+        order, in as few round trips as the transport allows."""
+        ...
 
     def may_reach_others(self, key: PanelKey) -> bool:
         """Whether a live message of `key` could reach another replica. False lets the

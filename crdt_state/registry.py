@@ -20,6 +20,7 @@ from .ports import (
     Fanout,
     FanoutKind,
     FanoutMessage,
+    Outgoing,
     PanelKey,
     StateCache,
     Subscription,
@@ -63,7 +64,7 @@ class RoomRegistry:
         self._subscriptions: dict[PanelKey, Subscription] = {}
         self._loading: dict[PanelKey, asyncio.Future[Room]] = {}
         self._evicting: dict[PanelKey, asyncio.Task[None]] = {}
-        self._outbox: deque[tuple[Any, Any]] = deque()
+        self._outbox: deque[Outgoing] = deque()
         self._outbox_ready = asyncio.Event()
         self._drained = asyncio.Event()  # clear while messages wait to be published
         self._drained.set()
@@ -196,19 +197,13 @@ class RoomRegistry:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                await self._send(*self._outbox.popleft())
+                batch = list(self._outbox)  # everything queued, in order: one round trip
+                self._outbox.clear()
+                try:
+                    await self.fanout.publish_all(batch)
+                except Exception as exc:  # the log is the truth: replicas catch up from it
+                    log.warning("fan-out publish of %d messages failed: %r", len(batch), exc)
             self._drained.set()
-
-    async def _send(self, topic: PanelKey | str, message: FanoutMessage | dict[str, Any]) -> None:
-        try:
-            if isinstance(message, FanoutMessage):
-                assert isinstance(topic, PanelKey)
-                await self.fanout.publish(topic, message)
-            else:
-                assert isinstance(topic, str)
-                await self.fanout.publish_notice(topic, message)
-        except Exception as exc:  # the log is the truth: other replicas catch up from it
-            log.warning("fan-out publish failed for %s: %r", topic, exc)
 
     def request_catch_up(self, key: PanelKey, after: int, until: int | None) -> None:
         """Have a room apply the log entries (after, until] it may have missed (idempotent)."""
@@ -325,5 +320,10 @@ class RoomRegistry:
                     conn.close(close_code, "server shutting down")
         for key in list(self.rooms):
             await self.evict(key)
-        while self._outbox:
-            await self._send(*self._outbox.popleft())
+        if self._outbox:  # the publisher task is gone: send what is left from here
+            batch = list(self._outbox)
+            self._outbox.clear()
+            try:
+                await self.fanout.publish_all(batch)
+            except Exception as exc:
+                log.warning("fan-out publish of %d messages failed: %r", len(batch), exc)

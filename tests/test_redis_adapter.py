@@ -177,6 +177,22 @@ async def test_notices_arrive_in_order_as_dicts(open_fanout: Opener) -> None:
     assert received == sent and other == []
 
 
+async def test_a_published_batch_arrives_in_order_on_both_streams(open_fanout: Opener) -> None:
+    a, b = await open_fanout(), await open_fanout()
+    workspace = unique("ws")
+    key = PanelKey(workspace, "p")
+    arrived: list[Any] = []  # one list: the order across the two streams is kept too
+    await a.subscribe(key, arrived.append)
+    await a.subscribe_notices(workspace, arrived.append)
+    batch: list[Any] = []
+    for n in range(50):
+        batch.append((key, update(struct.pack(">I", n), b.replica_id)))
+        batch.append((workspace, {"type": "state_update", "panelId": "p", "version": n}))
+    await b.publish_all(batch)
+    await eventually(lambda: len(arrived) == 100)
+    assert arrived == [message for _, message in batch]
+
+
 async def test_notice_channel_is_readable_by_outsiders(open_fanout: Opener, admin: Redis) -> None:
     a = await open_fanout()
     workspace = unique("ws")

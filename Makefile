@@ -52,7 +52,6 @@ bench: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.bench_store > bench/results/store.json
 	-$(BIN)/python -m bench.bench_git > bench/results/git.json  # exits 1 when a target is missed
 	$(BIN)/python -m bench.bench_snapshots > bench/results/snapshots.json
-	$(BIN)/python -m bench.bench_replicas > /dev/null  # writes bench/results/replicas.json
 	$(BIN)/python -m bench.report_storage
 
 bench-compare: $(STAMP) $(BENCH_JS_STAMP)

@@ -261,6 +261,7 @@ class Ours(Launcher):
         replicas: int = 1,
         shared: bool = False,
         secret: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         if replicas > 1 and not shared:
             raise ValueError("several replicas share PostgreSQL and Redis: pass shared=True")
@@ -272,7 +273,7 @@ class Ours(Launcher):
             k: v
             for k, v in os.environ.items()
             if k.startswith("CRDT_STATE_") and k != "CRDT_STATE_DATA_DIR"
-        }
+        } | (env or {})
 
     def server(self, workdir: Path) -> Server:
         data = workdir / "data"
@@ -281,7 +282,12 @@ class Ours(Launcher):
         args += ["--log-level", "warning"]
         if self.dev:
             args.append("--dev")
-        env = {**os.environ, "CRDT_STATE_DATA_DIR": str(data), "JWT_SECRET_KEY": self.secret}
+        env = {
+            **os.environ,
+            **self.env_overrides,
+            "CRDT_STATE_DATA_DIR": str(data),
+            "JWT_SECRET_KEY": self.secret,
+        }
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         cleanup = None

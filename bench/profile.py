@@ -52,7 +52,14 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("rooms, connections, group commit (crdt_state)", ("crdt_state/",)),
 ]
 # A leaf that only waits (a thread parked in a C call that py-spy still sampled): not CPU.
-IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)")
+# `Runner.run` as the leaf: the main thread inside uvloop's C loop with no Python frame above,
+# mostly waiting in epoll; py-spy cannot tell that from uvloop's own C work, so the per-thread
+# CPU read from /proc (thread_cpu) is what gives the totals.
+IDLE_LEAVES = (
+    "EpollSelector.select (selectors.py)",
+    "_worker (concurrent/futures/thread.py)",
+    "Runner.run (asyncio/runners.py)",
+)
 ENTRY_FILES = ("crdt_state/cli.py", "crdt_state/__main__.py")
 # Helpers charged to their caller in "by our function" (a COMMIT is charged to what commits).
 HELPERS = ("_transaction", "_with_db", "<lambda>", "_run.<locals>.<lambda>")

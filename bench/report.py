@@ -19,7 +19,8 @@ from .machine import BENCH_DIR, ROOT
 RESULTS = ROOT / "bench" / "results"
 OUTPUT = ROOT / "docs" / "BENCHMARKS.md"
 OURS = "crdt-state"
-SERVER_ORDER = [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket"]
+FLOOR = "relay-floor"
+SERVER_ORDER = [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", FLOOR]
 
 # REST targets: the seed's (p50/p95) and the issue's (p99).
 REST_TARGETS = {
@@ -32,16 +33,15 @@ TARGET_SOURCE = {"latency_p50_ms": "seed", "latency_p95_ms": "seed", "latency_p9
 COMPONENT_NOTES = {
     "SQLite log (worker thread)": (
         "the durable log on the SQLite worker thread: one `BEGIN IMMEDIATE … COMMIT` per "
-        "group-commit batch (the COMMIT is the WAL fsync of `synchronous=FULL`), the row "
-        "inserts, and the view save of a room gone quiet (its own transaction and fsync)"
+        "group-commit batch (the COMMIT is the WAL fsync of `synchronous=FULL`; samples "
+        "waiting in it are counted too), the row inserts, the views that ride along"
     ),
     "event loop scheduling (tasks, futures, queues)": (
-        "asyncio itself: running callbacks, waking tasks (room inbox, one writer task per "
-        "connection, commit futures)"
+        "asyncio itself: running callbacks, waking tasks (each connection's reader, commit "
+        "futures, the committer)"
     ),
     "socket writes (transport.write)": (
-        "one `send` system call per frame and receiver (per response for REST): nothing "
-        "batches the frames queued for one client"
+        "one `send` system call per frame and receiver (per response for REST)"
     ),
     "socket reads": "reading frames from sockets",
     "rooms, connections, group commit (crdt_state)": (
@@ -51,7 +51,8 @@ COMPONENT_NOTES = {
         "handing each commit batch to the SQLite thread and waking the loop when it is done"
     ),
     "HTTP / WebSocket protocol (uvicorn, websockets)": (
-        "uvicorn's HTTP and WebSocket protocol code, WebSocket framing in `websockets`"
+        "uvicorn's HTTP and WebSocket protocol code, WebSocket framing in `websockets`: "
+        "the part the relay floor pays too"
     ),
     "pycrdt (apply update, encode)": "applying each Yjs update to the room's doc (pycrdt/yrs)",
     "JSON view upkeep (patch replay)": (
@@ -166,14 +167,18 @@ def header(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[
         "",
         "```sh",
         "make bench           # ours: every workload, REST, a profile -> bench/results/ours.json",
-        "make bench-compare   # four servers, same workloads -> bench/results/compare.json",
+        "make bench-compare   # five servers, same workloads -> bench/results/compare.json",
         ".venv/bin/python -m bench.report   # rewrite this page from the JSON (both targets do)",
         "```",
         "",
         "Both install what they need: `npm ci --prefix bench/js` (the load generator), and into",
         "the git-ignored `.bench/`: the reference servers (`bench/servers/package-lock.json`),",
         "pycrdt-websocket in its own venv (`bench/servers/pycrdt-websocket-requirements.txt`)",
-        "and py-spy. None of it is a dependency of the product. Sizes are defaults that fit each",
+        "and py-spy. None of it is a dependency of the product. The fifth server, the relay",
+        "floor (`bench/servers/relay_floor.py`), is a benchmark tool of ours: a y-websocket relay",
+        "with no document on bare ASGI and the same uvicorn stack, i.e. the least any server on",
+        "this stack can cost. The replica workloads use this machine's PostgreSQL and Redis",
+        "(`BENCH_PG_ADMIN_DSN`, `BENCH_REDIS_URL`). Sizes are defaults that fit each",
         "target in 15 minutes on 2 cores; raise them from the environment, e.g.",
         "`BENCH_FANOUT_UPDATES=200 BENCH_REPEATS=5 make bench` (`BENCH_<WORKLOAD>_<PARAM>`,",
         "see `bench/workloads.py`), or run one workload: `python -m bench.run compare --only",
@@ -297,9 +302,16 @@ def method_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) 
         "Conditions, so that the comparison is fair and its limits are plain:",
         "",
         "- **Durability differs.** Ours appends every update to its SQLite log (WAL,",
-        "  `synchronous=FULL`, group commit within milliseconds of the relay; a REST write",
-        "  answers after its commit); y-websocket, Hocuspocus (no extensions) and",
-        "  pycrdt-websocket (no store) keep documents in memory only.",
+        "  `synchronous=FULL`; live updates are committed in group-commit windows of 10 ms",
+        "  after their relay, a REST write answers after its own commit); y-websocket,",
+        "  Hocuspocus (no extensions) and pycrdt-websocket (no store) keep documents in memory",
+        "  only; the relay floor keeps nothing.",
+        "- **The relay floor** answers sync step 1 with an empty step 2 and relays frames: no",
+        "  CRDT, no document, no log. It sits out cold sync (it has no document to serve).",
+        "- **Replicas** (`replicas-N`, ours only): N `crdt-state serve` processes share a fresh",
+        "  PostgreSQL database and Redis; clients are spread round-robin over the replicas, so",
+        "  the clients of a room sit on different replicas. Server CPU is the sum over the",
+        "  replicas; PostgreSQL's and Redis's CPU is in `other_cpu_pct`.",
         "- **No authentication on the WebSocket workloads**: ours runs with `--dev`, as the",
         "  reference servers have none. REST runs with authentication on, as in production",
         "  (a bearer JWT, HS256, checked on every request). Ours logs at `warning`.",
@@ -308,9 +320,10 @@ def method_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) 
         "  message, an auth step, an ack per update), so its clients use `@hocuspocus/provider`",
         "  over the same yjs.",
         "- **permessage-deflate is not offered** by the load generator. Browsers offer it; our",
-        "  server (uvicorn's default) and pycrdt-websocket accept it, the Node servers do not.",
-        "  With it, one Node process inflating every frame for hundreds of clients becomes the",
-        "  bottleneck, which no browser is. Its cost on our server is measured separately below.",
+        "  server declines it unless `CRDT_STATE_WS_DEFLATE=1`, pycrdt-websocket accepts it,",
+        "  the Node servers do not. With it, one Node process inflating every frame for hundreds",
+        "  of clients becomes the bottleneck, which no browser is. What turning it on costs our",
+        "  server is measured separately below.",
         "- **Room opening**: each room is opened by one client before the others join.",
         "  pycrdt-websocket 0.16.5 leaves a client hanging forever when it joins a room another",
         "  connection is still starting (found by this bench); every server gets the same order.",
@@ -333,7 +346,7 @@ def scale_notes(workloads: dict[str, Any]) -> list[str]:
             f"Sizes, against the issue's examples: fan-out runs {fan['rooms']} rooms × "
             f"{fan['clients']} clients × {fan['updates']} updates (+{warm} warm-up) at "
             f"{num(fan['rate'])} updates/s per client, **scaled down** from 200 updates per "
-            "client so that four servers × three repeats fit in 15 minutes (200 updates at "
+            "client so that five servers × three repeats fit in 15 minutes (200 updates at "
             f"{num(fan['rate'])}/s is {num(200 / fan['rate'])} s of sending per run: "
             "`BENCH_FANOUT_UPDATES=200`)."
         )
@@ -480,7 +493,7 @@ COLD_HEADER = [
 
 
 def workload_table(name: str, entry: dict[str, Any], servers: list[str]) -> list[str]:
-    if name in ("fanout", "hot-room"):
+    if name in ("fanout", "hot-room") or name.startswith("replicas-"):
         return table(FANOUT_HEADER, fanout_rows(entry, servers))
     if name == "connections":
         return table(CONNECTION_HEADER, connection_rows(entry, servers))
@@ -861,22 +874,6 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
     """Observations computed from the results; each appears only when the data shows it."""
     found: list[str] = []
     window = ((ours or {}).get("profile") or {}).get("windows", {}).get("fanout", {})
-    functions = {
-        row["name"].split(" (")[0]: row["share"]
-        for row in window.get("summary", {}).get("by_our_function", [])
-    }
-    append, save = (
-        functions.get("SqliteUpdateLog._append"),
-        functions.get("SqliteUpdateLog._save_view"),
-    )
-    if append and save and save >= 0.25 * append:
-        found.append(
-            f"**Saving the view of a quiet room costs {100 * save / append:.0f} % of what the log "
-            f"append costs.** In the fan-out profile `SqliteUpdateLog._save_view` takes "
-            f"{100 * save:.0f} % of busy samples against {100 * append:.0f} % for "
-            "`SqliteUpdateLog._append`: each save is a write transaction of its own, with its own "
-            "fsync under `synchronous=FULL`, for what is a query cache of the log."
-        )
     deflate = ((ours or {}).get("diagnostics") or {}).get("deflate", {})
     conn_main = (ours or {}).get("workloads", {}).get("connections", {}).get("servers", {})
     main = conn_main.get(OURS, {}).get("summary", {})
@@ -887,11 +884,10 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
     )
     if a and b and b > 1.3 * a:
         found.append(
-            f"**permessage-deflate costs {size(b - a)} per connection.** Browsers offer it and "
-            f"our server accepts it (uvicorn's default): {size(b)} per idle connection instead "
-            f"of {size(a)}, for frames that are mostly tiny Yjs updates. Passing "
-            "`ws_per_message_deflate=False` to uvicorn (`crdt_state/cli.py`) would save it; "
-            "large initial syncs would then go uncompressed."
+            f"**permessage-deflate would cost {size(b - a)} per connection**: {size(b)} per idle "
+            f"connection instead of {size(a)} when it is on (`CRDT_STATE_WS_DEFLATE=1`) and "
+            "browsers offer it, as they do, for frames that are mostly tiny Yjs updates. It is "
+            "off by default; large initial syncs then travel uncompressed."
         )
     rest = (ours or {}).get("workloads", {}).get("rest", {}).get("servers", {}).get(OURS, {})
     rest_summary = rest.get("summary", {})
@@ -901,8 +897,8 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
         found.append(
             f"**A history page costs {num(history_cpu)} ms of server CPU** on a panel of "
             f"{num(entries)} versions, so one core serves about {num(1000 / history_cpu)} pages "
-            "per second. Each page runs `count(*)` over the panel's history and an `OFFSET` "
-            "scan (`SqliteUpdateLog._history`), and decodes each entry's stored patch."
+            "per second (`SqliteUpdateLog._history` reads a range of versions and decodes each "
+            "entry's stored patch)."
         )
     rest_profile = ((ours or {}).get("rest_profile") or {}).get("windows", {})
     get_functions = {
@@ -943,11 +939,12 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
         if ours_d and py_d and ours_d > 1.5 * py_d and sqlite:
             found.append(
                 f"**Per delivery, ours spends {ratio(ours_d / py_d)} the CPU of pycrdt-websocket** "
-                "(same pycrdt, same uvicorn and websockets) in fan-out. The durable log is most "
-                f"of the difference: the SQLite worker is {100 * sqlite:.0f} % of busy samples "
-                "in the fan-out profile, while the per-change JSON Patch and view upkeep are "
-                f"{100 * bookkeeping:.0f} %."
+                "(same pycrdt, same uvicorn and websockets) in fan-out. In the fan-out profile "
+                f"the SQLite worker is {100 * sqlite:.0f} % of busy samples and the per-change "
+                f"JSON Patch and view upkeep {100 * bookkeeping:.0f} %."
             )
+        found += floor_findings(compare)
+    found += replica_findings(ours)
     if not found:
         return []
     lines = [
@@ -959,6 +956,72 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
     lines += [f"- {text}" for text in found]
     lines.append("")
     return lines
+
+
+def floor_findings(compare: dict[str, Any]) -> list[str]:
+    """What the transport alone costs (the relay floor), against ours and y-websocket."""
+    found = []
+
+    def fig(workload: str, server: str, key: str) -> float | None:
+        entry = compare["workloads"].get(workload, {}).get("servers", {}).get(server, {})
+        return median(entry.get("summary", {}), key)
+
+    cpu = "server_cpu_ms_per_1000_deliveries"
+    floor_cpu, ours_cpu, y_cpu = (fig("fanout", n, cpu) for n in (FLOOR, OURS, "y-websocket"))
+    if floor_cpu and ours_cpu:
+        found.append(
+            f"**The transport alone costs {num(floor_cpu)} ms of CPU per 1,000 deliveries** in "
+            f"fan-out: the relay floor (uvicorn, websockets, uvloop, no document) against "
+            f"{num(y_cpu)} ms for y-websocket. Ours spends {num(ours_cpu - floor_cpu)} ms more "
+            f"({ratio(ours_cpu / floor_cpu)} the floor): applying each update to the room's doc, "
+            "its JSON Patch, the view, the durable log. That part is ours to shrink; the floor "
+            "is the stack's."
+        )
+    rss = "rss_per_connection_bytes"
+    floor_rss, ours_rss, y_rss = (fig("connections", n, rss) for n in (FLOOR, OURS, "y-websocket"))
+    if floor_rss and ours_rss and y_rss:
+        below = "below" if y_rss < floor_rss else "above"
+        found.append(
+            f"**An idle connection costs {size(floor_rss)} on the relay floor** (uvicorn's "
+            f"protocol objects, the websockets parser, the ASGI task), {below} y-websocket's "
+            f"{size(y_rss)}; ours holds {size(ours_rss)}, {size(ours_rss - floor_rss)} above the "
+            "floor (the connection's room membership, presence and reader). A server on "
+            "uvicorn cannot match y-websocket's memory per connection without leaving uvicorn."
+        )
+    return found
+
+
+def replica_findings(ours: dict[str, Any] | None) -> list[str]:
+    rows = []
+    for n in (1, 2, 4):
+        entry = (ours or {}).get("workloads", {}).get(f"replicas-{n}", {})
+        summary = entry.get("servers", {}).get(OURS, {}).get("summary")
+        if summary:
+            rows.append((n, summary))
+    if len(rows) < 2:
+        return []
+    parts = [
+        f"{n}: p50 {num(median(s, 'latency_p50_ms'))} ms, p99 {num(median(s, 'latency_p99_ms'))}"
+        f" ms, {num(median(s, 'server_cpu_ms_per_1000_deliveries'))} ms CPU / 1,000 deliveries"
+        for n, s in rows
+    ]
+    n, last = rows[-1]
+    busy = sum(
+        median(last, key) or 0.0 for key in ("server_cpu_pct", "loadgen_cpu_pct", "other_cpu_pct")
+    )
+    text = (
+        "**Across replicas** (PostgreSQL + Redis, clients of a room on different replicas): "
+        + "; ".join(parts)
+        + ". Every replica holding a room applies each of its updates to its own copy of the "
+        "doc, so CPU per delivery grows with the number of replicas that hold a room."
+    )
+    if busy > 170:
+        text += (
+            f" With {n} replicas the 2-core machine is saturated (replicas, PostgreSQL, Redis "
+            f"and the load generator use {num(busy)} % of a core in all): its latency is the "
+            "machine's queueing, not the design's."
+        )
+    return [text]
 
 
 def main(argv: list[str] | None = None) -> int:

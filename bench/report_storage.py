@@ -1,4 +1,4 @@
-"""Write docs/BENCHMARKS-STORAGE.md from bench/results/{store,git,snapshots,replicas}.json.
+"""Write docs/BENCHMARKS-STORAGE.md from bench/results/{store,git,snapshots}.json.
 
 python -m bench.report_storage
 """
@@ -87,28 +87,6 @@ def snapshot_section(snapshots: Any) -> list[str]:
     return lines
 
 
-def replica_section(replicas: Any) -> list[str]:
-    lines = [
-        f"## Cross-replica fan-out (`{replicas['command'].strip()}` → "
-        "`bench/results/replicas.json`)",
-        "",
-        "y-websocket peers (pycrdt, the wire protocol) in one panel, spread round-robin over "
-        "the replicas; PostgreSQL log and Redis Pub/Sub; latency is send → observe by every "
-        f"other peer. {replicas.get('note', '')}",
-        "",
-        "| replicas | clients | offered updates/s | p50 ms | p99 ms | deliveries/s | lost |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in replicas["runs"]:
-        latency = row["latencyMs"]
-        lines.append(
-            f"| {row['replicas']} | {row['clients']} | {row.get('offeredUpdatesPerSecond', '')}"
-            f" | {latency['p50']} | {latency['p99']} | {row['deliveriesPerSecond']:,.0f} | "
-            f"{row['lostDeliveries']} |"
-        )
-    return lines
-
-
 def main() -> None:
     lines = [
         "# Storage, Git and replica benchmarks",
@@ -123,7 +101,6 @@ def main() -> None:
         ("store", store_section),
         ("git", git_section),
         ("snapshots", snapshot_section),
-        ("replicas", replica_section),
     ):
         data = load(name)
         if data is not None:

@@ -289,12 +289,15 @@ def profile_run(
 def deflate_diagnostics(
     sizes: dict[str, dict[str, Any]], quiet: Quiet, repeats: int
 ) -> dict[str, Any]:
-    """Our server with permessage-deflate offered by the clients (as browsers do)."""
+    """Our server with permessage-deflate on (CRDT_STATE_WS_DEFLATE=1) and offered by the
+    clients (as browsers do): what turning it on costs."""
     out: dict[str, Any] = {}
     for name in DEFLATE_DIAGNOSTICS:
         params = sizes[name] | {"deflate": True}
         log(f"diagnostic {name} with permessage-deflate")
-        runs = [run_once(Ours(), WORKLOADS[name], params, r, quiet) for r in range(1, repeats + 1)]
+        launcher = Ours(env={"CRDT_STATE_WS_DEFLATE": "1"})
+        work = WORKLOADS[name]
+        runs = [run_once(launcher, work, params, r, quiet) for r in range(1, repeats + 1)]
         out[name] = {"params": params, "runs": runs, "summary": summarize_runs(runs)}
     return out
 

@@ -92,3 +92,22 @@ async def test_flush_writes_waiting_changes_and_views_at_once(
     assert version.result() == 2 and view.result() is True
     assert stored_view_version(tmp_path / "log.sqlite3") == 2
     await committer.close()
+
+
+def test_change_ids_never_repeat_not_even_in_a_forked_worker() -> None:
+    import os
+
+    from crdt_state.ports import next_change_id
+
+    ids = {next_change_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(len(i) == 32 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes the id it would give next, and leaves at once
+        os.write(write, next_change_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child not in ids and child[:16] != next_change_id()[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -77,6 +78,17 @@ def _migrate() -> int:
     return 0
 
 
+def tune_runtime() -> None:
+    """Interpreter settings for a latency-bound server (measured in docs/BENCHMARKS.md)."""
+    # The log's worker thread runs Python between its SQLite calls; with the default 5 ms
+    # switch interval the event loop can wait that long for the GIL at each hand-over.
+    sys.setswitchinterval(0.0005)
+    # Everything imported so far lives as long as the process: keep it out of the
+    # collector's full passes, which otherwise walk it every time.
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -119,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
         target: object = "crdt_state.app:app_from_environment"
     else:
         target = app
+    tune_runtime()
     uvicorn.run(
         target,  # type: ignore[arg-type]
         factory=args.workers > 1,

@@ -207,19 +207,24 @@ def _database_dsn(name: str) -> str:
     return f"{base}/{name}"
 
 
-def _create_database(name: str) -> str:
+def _admin(statement: str) -> None:
+    """Run one statement on the PostgreSQL server as its admin (CREATE/DROP DATABASE)."""
     import asyncio
 
     import asyncpg
 
-    async def create() -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(PG_ADMIN_DSN)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(statement)
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    asyncio.run(run())
+
+
+def _create_database(name: str) -> str:
+    _admin(f'CREATE DATABASE "{name}"')
     dsn = _database_dsn(name)
     _run(
         [sys.executable, "-m", "crdt_state", "migrate"],
@@ -231,18 +236,7 @@ def _create_database(name: str) -> str:
 
 
 def _drop_database(name: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Ours(Launcher):

@@ -462,6 +462,17 @@ def rest(
     return figures
 
 
+# The fan-out workload's sizes; the replica workloads run the same load.
+FANOUT_PARAMS: dict[str, Any] = {
+    "rooms": 50,
+    "clients": 4,
+    "updates": 20,
+    "rate": 2.0,
+    "warmup_s": 2.0,
+    "connect_concurrency": 50,
+    "deflate": False,
+}
+
 # The default sizes fit `make bench` and `make bench-compare` (3 repeats) in 15 minutes each on
 # the 2-core machine; see docs/BENCHMARKS.md for what was scaled down. `deflate: False`: the
 # load generator does not offer permessage-deflate (see ours-deflate below and the report).
@@ -472,16 +483,7 @@ WORKLOADS: dict[str, Workload] = {
             "fanout",
             "Fan-out: many rooms, a few writers each",
             fanout,
-            {
-                "rooms": 50,
-                "clients": 4,
-                "updates": 20,
-                "rate": 2.0,
-                "warmup_s": 2.0,
-                "connect_concurrency": 50,
-                "room_prefix": "fanout",
-                "deflate": False,
-            },
+            FANOUT_PARAMS | {"room_prefix": "fanout"},
             timeout=240,
         ),
         Workload(
@@ -505,17 +507,7 @@ WORKLOADS: dict[str, Workload] = {
                 f"replicas-{n}",
                 f"Cross-replica fan-out: {n} replica{'s' if n > 1 else ''} on PostgreSQL + Redis",
                 fanout,
-                {
-                    "replicas": n,
-                    "rooms": 50,
-                    "clients": 4,
-                    "updates": 20,
-                    "rate": 2.0,
-                    "warmup_s": 2.0,
-                    "connect_concurrency": 50,
-                    "room_prefix": f"replicas{n}",
-                    "deflate": False,
-                },
+                FANOUT_PARAMS | {"replicas": n, "room_prefix": f"replicas{n}"},
                 timeout=240,
                 ours_only=True,
             )

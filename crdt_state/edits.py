@@ -12,16 +12,15 @@ from typing import Any
 
 from pycrdt import Doc
 
+from .doc_patch import apply_to_doc, replace_document
 from .document import VIEW_ROOTS, PanelDoc
 from .errors import InvalidValue, PathNotFound
 from .jsonpatch import (
     Operation,
-    apply_to_doc,
     apply_to_json,
     check_panel_paths,
     format_pointer,
     inverse_patch,
-    replace_document,
 )
 from .ports import ChangeType, TriggeredBy
 from .room import Room

@@ -1,9 +1,7 @@
-"""RFC 6902 JSON Patch: parse, apply to plain JSON, apply to a panel's Y doc, invert.
+"""RFC 6902 JSON Patch: parse, apply to plain JSON, invert; its Y-doc half is doc_patch.py.
 
 A request is validated in full on the JSON view (`apply_to_json`, pure) before anything
-touches the doc, because CRDT transactions cannot roll back. `apply_to_doc` then replays the
-same operations on the Y doc as the smallest structural change: objects merge key by key and
-unchanged values keep their Y identity, so a concurrent edit of a sibling field survives.
+touches the doc, because CRDT transactions cannot roll back.
 """
 
 from __future__ import annotations
@@ -13,9 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from pycrdt import Array, Map
-
-from .document import VIEW_ROOTS, PanelDoc, to_y
+from .document import VIEW_ROOTS
 from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
 from .values import MAX_DEPTH, check_json, escape_token
 
@@ -83,7 +79,7 @@ def format_pointer(tokens: Iterable[str | int]) -> str:
 def parse_patch(raw: object) -> list[Operation]:
     """Check a JSON Patch's shape (not its paths against a document) and its values."""
     if not isinstance(raw, list):
-        raise InvalidPatch(f"A JSON Patch is an array of operations, not {_json_type(raw)}.")
+        raise InvalidPatch(f"A JSON Patch is an array of operations, not {json_type(raw)}.")
     return [_parse_operation(index, item) for index, item in enumerate(raw)]
 
 
@@ -102,7 +98,7 @@ def derived_patch(raw: list[dict[str, Any]]) -> list[Operation]:
 def _parse_operation(index: int, item: object) -> Operation:
     where = f"operation {index}"
     if not isinstance(item, dict):
-        raise InvalidPatch(f"{where} is {_json_type(item)}, not an object.", operation=index)
+        raise InvalidPatch(f"{where} is {json_type(item)}, not an object.", operation=index)
     name = item.get("op")
     if name not in OPS:
         raise InvalidPatch(
@@ -124,7 +120,7 @@ def _parse_operation(index: int, item: object) -> Operation:
 def _member_pointer(item: dict[str, Any], member: str, where: str, index: int) -> str:
     pointer = item.get(member)
     if not isinstance(pointer, str):
-        found = "missing" if member not in item else f"{_json_type(pointer)}, not a string"
+        found = "missing" if member not in item else f"{json_type(pointer)}, not a string"
         raise InvalidPatch(f"{where}: the '{member}' member is {found}.", operation=index)
     try:
         tokens = parse_pointer(pointer)
@@ -155,7 +151,7 @@ def _is_proper_prefix(prefix: list[str], tokens: list[str]) -> bool:
     return len(prefix) < len(tokens) and tokens[: len(prefix)] == prefix
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
@@ -188,30 +184,30 @@ def apply_to_json(document: Any, ops: Iterable[Operation]) -> Any:
     InvalidValue or InvalidPatch naming the failing operation.
     """
     for op in ops:
-        document = _apply_json(document, op)
+        document = apply_operation(document, op)
     return document
 
 
-def _apply_json(document: Any, op: Operation) -> Any:
+def apply_operation(document: Any, op: Operation) -> Any:
     if op.op == "test":
-        actual = _get(document, op.path, op)
+        actual = value_at(document, op.path, op)
         if not json_equal(actual, op.value):
             _fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
         return document
     if op.op == "add":
-        return _add(document, op.path, op.value, op)
+        return with_added(document, op.path, op.value, op)
     if op.op == "remove":
-        return _remove(document, op.path, op)
+        return with_removed(document, op.path, op)
     if op.op == "replace":
         return _replace(document, op.path, op.value, op)
     assert op.from_path is not None
-    value = _get(document, op.from_path, op)
+    value = value_at(document, op.from_path, op)
     if op.op == "move":
         if op.from_path == op.path:
             return document
-        document = _remove(document, op.from_path, op)
+        document = with_removed(document, op.from_path, op)
     _check_depth(value, op)
-    return _add(document, op.path, value, op)
+    return with_added(document, op.path, value, op)
 
 
 def _check_depth(value: Any, op: Operation) -> None:
@@ -233,7 +229,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _get(document: Any, tokens: Sequence[str], op: Operation) -> Any:
+def value_at(document: Any, tokens: Sequence[str], op: Operation) -> Any:
     node = document
     for depth, token in enumerate(tokens):
         node = _child(node, token, tokens[:depth], op)
@@ -248,7 +244,7 @@ def _child(node: Any, token: str, parent: Sequence[str], op: Operation) -> Any:
     if isinstance(node, list):
         return node[_index(token, len(node), parent, op, append=False)]
     where = format_pointer(parent) or "the document"
-    _fail(PathNotFound, op, f"{where} is {_json_type(node)}, which has no member {token!r}.")
+    _fail(PathNotFound, op, f"{where} is {json_type(node)}, which has no member {token!r}.")
 
 
 def _index(token: str, length: int, parent: Sequence[str], op: Operation, append: bool) -> int:
@@ -283,7 +279,7 @@ def _update_from(
     return copy
 
 
-def _add(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
+def with_added(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
     if not tokens:
         return value
     parent, last = tokens[:-1], tokens[-1]
@@ -299,7 +295,7 @@ def _add(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any
     return _update(document, parent, edit, op)
 
 
-def _remove(document: Any, tokens: Sequence[str], op: Operation) -> Any:
+def with_removed(document: Any, tokens: Sequence[str], op: Operation) -> Any:
     parent, last = tokens[:-1], tokens[-1]
 
     def edit(node: Any) -> Any:
@@ -364,176 +360,7 @@ def _check_root_target(op: Operation) -> None:
     if op.op in ("move", "copy"):
         _fail(InvalidPatch, op, "a root can only be replaced by an object value.")
     if op.op in ("add", "replace") and not isinstance(op.value, dict):
-        _fail(InvalidPatch, op, f"a root must stay an object, not {_json_type(op.value)}.")
-
-
-# -- the Y doc ---------------------------------------------------------------------------------
-
-
-def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
-    """Replay ops on the doc. `before` must be the panel's current JSON view, on which
-    check_panel_paths and apply_to_json already accepted `ops`: an error here would leave
-    the transaction half done.
-
-    Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it).
-    """
-    current = before
-    with panel.doc.transaction():
-        for op in ops:
-            current = _apply_doc(panel, op, current)
-
-
-def _apply_doc(panel: PanelDoc, op: Operation, current: Any) -> Any:
-    if op.op == "test":
-        return current
-    if op.op in ("add", "replace"):
-        after = _apply_json(current, op)
-        _doc_write(panel, op.path, (current, after), op.value, insert=op.op == "add")
-        return after
-    if op.op == "remove":
-        after = _remove(current, op.path, op)
-        _doc_remove(panel, op.path, current, after)
-        return after
-    assert op.from_path is not None
-    if op.op == "move" and op.from_path == op.path:
-        return current
-    value = _get(current, op.from_path, op)
-    if op.op == "move":
-        middle = _remove(current, op.from_path, op)
-        _doc_remove(panel, op.from_path, current, middle)
-        current = middle
-    after = _add(current, op.path, value, op)
-    _doc_write(panel, op.path, (current, after), value, insert=True)
-    return after
-
-
-def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:
-    """The deepest Y container on the way to the parent of `tokens`, and its depth.
-
-    Below it the JSON view may go on inside a plain value (a JS object a browser stored
-    whole): that part cannot merge and is rewritten from its container.
-    """
-    node: Map | Array = panel.roots[tokens[0]]
-    depth = 1
-    while depth < len(tokens) - 1:
-        child = node[_key(node, tokens[depth])]
-        if not isinstance(child, Map | Array):
-            break
-        node, depth = child, depth + 1
-    return node, depth
-
-
-def _key(node: Map | Array, token: str) -> Any:
-    if isinstance(node, Map):
-        return token
-    return len(node) if token == "-" else int(token)
-
-
-def _doc_write(
-    panel: PanelDoc, tokens: Sequence[str], views: tuple[Any, Any], value: Any, insert: bool
-) -> None:
-    """Put `value` at `tokens`; `views` is the JSON view before and after this one step."""
-    before, after = views
-    if len(tokens) == 1:
-        merge_map(panel.roots[tokens[0]], before[tokens[0]], value)
-        return
-    node, depth = _locate(panel, tokens)
-    key = _key(node, tokens[depth])
-    if depth < len(tokens) - 1:  # inside a plain value: rewrite it from its container
-        here = tokens[: depth + 1]
-        assign(node, key, _get(before, here, _NO_OP), _get(after, here, _NO_OP))
-    elif insert and isinstance(node, Array):
-        node.insert(key, to_y(value))
-    else:
-        assign(node, key, _get_or_missing(before, tokens), value)
-
-
-def _doc_remove(panel: PanelDoc, tokens: Sequence[str], before: Any, after: Any) -> None:
-    if len(tokens) < 2:
-        raise InvalidPatch("A root of the panel cannot be removed.")
-    node, depth = _locate(panel, tokens)
-    key = _key(node, tokens[depth])
-    if depth == len(tokens) - 1:
-        del node[key]
-    else:
-        here = tokens[: depth + 1]
-        assign(node, key, _get(before, here, _NO_OP), _get(after, here, _NO_OP))
-
-
-_NO_OP = Operation(-1, "replay", [], "")
-
-
-def _get_or_missing(document: Any, tokens: Sequence[str]) -> Any:
-    try:
-        return _get(document, tokens, _NO_OP)
-    except PathNotFound:
-        return MISSING
-
-
-def assign(node: Map | Array, key: Any, old: Any, new: Any) -> None:
-    """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
-    little as possible: equal values stay, objects and arrays are merged into in place."""
-    if old is not MISSING and json_equal(old, new):
-        return
-    child = node[key] if old is not MISSING else None
-    if isinstance(child, Map) and isinstance(old, dict) and isinstance(new, dict):
-        merge_map(child, old, new)
-    elif isinstance(child, Array) and isinstance(old, list) and isinstance(new, list):
-        merge_array(child, old, new)
-    elif isinstance(node, Map):
-        node[key] = to_y(new)
-    else:
-        del node[key]
-        node.insert(key, to_y(new))
-
-
-def merge_map(ymap: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
-    for key in old:
-        if key not in new:
-            del ymap[key]
-    for key, value in new.items():
-        assign(ymap, key, old.get(key, MISSING), value)
-
-
-def merge_array(yarray: Array, old: list[Any], new: list[Any]) -> None:
-    """Keep the equal prefix and suffix; merge a middle of the same length element by
-    element, else replace the middle (an unambiguous pairing is not known then)."""
-    shortest = min(len(old), len(new))
-    start = 0
-    while start < shortest and json_equal(old[start], new[start]):
-        start += 1
-    end = 0
-    while end < shortest - start and json_equal(old[-1 - end], new[-1 - end]):
-        end += 1
-    old_middle, new_middle = old[start : len(old) - end], new[start : len(new) - end]
-    if len(old_middle) == len(new_middle):
-        for offset, (was, now) in enumerate(zip(old_middle, new_middle, strict=True)):
-            assign(yarray, start + offset, was, now)
-        return
-    if old_middle:
-        del yarray[start : start + len(old_middle)]
-    for offset, value in enumerate(new_middle):
-        yarray.insert(start + offset, to_y(value))
-
-
-def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = MISSING) -> None:
-    """PUT: make root `root` hold `new_value` through the minimal structural change.
-
-    `before` is the root's current JSON when the caller has it (saves a render). Values are
-    checked before the doc is touched; joins the caller's transaction if there is one.
-    """
-    if root not in VIEW_ROOTS:
-        raise InvalidPatch(f"'{root}' is not a root of the panel's state.")
-    if not isinstance(new_value, dict):
-        pointer = f"/{escape_token(root)}"
-        raise InvalidValue(
-            f"{pointer} must be an object, not {_json_type(new_value)}.", path=pointer
-        )
-    check_json(new_value, f"/{escape_token(root)}", 1)
-    old = panel.render_root(root) if before is MISSING else before
-    with panel.doc.transaction():
-        merge_map(panel.roots[root], old, new_value)
+        _fail(InvalidPatch, op, f"a root must stay an object, not {json_type(op.value)}.")
 
 
 # -- undo --------------------------------------------------------------------------------------
@@ -552,7 +379,7 @@ def inverse_patch(before: Any, ops: Iterable[Operation]) -> list[dict[str, Any]]
         for kind, tokens, value in _steps(current, op):
             undo.append(_invert_step(current, kind, tokens, op))
             step = Operation(op.index, kind, tokens, format_pointer(tokens), value=value)
-            current = _apply_json(current, step)
+            current = apply_operation(current, step)
     undo.reverse()
     return undo
 
@@ -563,7 +390,7 @@ def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
     if op.op in ("add", "remove", "replace"):
         return [(op.op, op.path, op.value)]
     assert op.from_path is not None
-    value = _get(current, op.from_path, op)
+    value = value_at(current, op.from_path, op)
     if op.op == "copy":
         return [("add", op.path, value)]
     if op.from_path == op.path:
@@ -574,13 +401,13 @@ def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
 def _invert_step(current: Any, kind: str, tokens: list[str], op: Operation) -> dict[str, Any]:
     if not tokens:
         return {"op": "replace", "path": "", "value": current}
-    parent = _get(current, tokens[:-1], op)
+    parent = value_at(current, tokens[:-1], op)
     last = tokens[-1]
     if isinstance(parent, list):
         last = str(_index(last, len(parent), tokens[:-1], op, append=kind == "add"))
     pointer = format_pointer([*tokens[:-1], last])
     if kind == "remove":
-        return {"op": "add", "path": pointer, "value": _get(current, tokens, op)}
+        return {"op": "add", "path": pointer, "value": value_at(current, tokens, op)}
     if kind == "replace" or (isinstance(parent, dict) and last in parent):
         return {"op": "replace", "path": pointer, "value": parent[_key_in(parent, last)]}
     return {"op": "remove", "path": pointer}

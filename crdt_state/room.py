@@ -61,6 +61,7 @@ T = TypeVar("T")
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
 SEEN_REMOTE_LIMIT = 10_000
+NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change seen live
 CACHE_TTL_SECONDS = 1800
 VIEW_SAVE_INTERVAL = 1.0  # seconds: a room stores its view at most this often
 CHANGE_ID_BYTES = 32  # uuid4 hex
@@ -121,6 +122,11 @@ class Room:
         self.caught_up = info.version  # every log entry up to here is applied to the doc
         self.position = LogPosition(info.version)
         self._seen_remote: OrderedDict[str, None] = OrderedDict()
+        # Changes of other replicas applied live whose commit notice (their version) has not
+        # come yet: change id -> (replica, when applied). A read waits for them (settle).
+        self._unnumbered: dict[str, tuple[str, float]] = {}
+        self._numbered = asyncio.Event()
+        self._numbered.set()
         self.replica_id = replica_id
         self.settings = settings
         self.connections: set[Connection] = set()
@@ -202,7 +208,7 @@ class Room:
         self.closed = True
         await self.inbox.put((_STOP, (), None))
         await self._task
-        await self.settle()
+        await self.settle(numbered=False)
         if self._view_timer is not None:
             self._view_timer.cancel()  # it may be waiting out its interval: save right here
         if self._after_view_task is not None:
@@ -219,10 +225,25 @@ class Room:
         self._recorder.close()
         self._captured.clear()
 
-    async def settle(self) -> None:
-        """Wait for every change applied so far to be committed to the log."""
+    async def settle(self, *, numbered: bool = True) -> None:
+        """Wait for every change applied so far to be committed to the log, and (`numbered`)
+        for the versions of other replicas' changes applied live, so that the version a
+        read reports covers everything its state holds (at most NOTICE_WAIT_SECONDS: a lost
+        notice is the catch-up's business)."""
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if numbered and self._unnumbered:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._numbered.wait(), NOTICE_WAIT_SECONDS)
+            too_old = time.monotonic() - NOTICE_WAIT_SECONDS
+            for change_id, (_, applied) in list(self._unnumbered.items()):
+                if applied <= too_old:
+                    self._unnumbered.pop(change_id)
+            self._check_numbered()
+
+    def _check_numbered(self) -> None:
+        if not self._unnumbered:
+            self._numbered.set()
 
     # -- work run inside the task ---------------------------------------------------------
 
@@ -400,6 +421,10 @@ class Room:
             self._seen_remote[change_id] = None
             if len(self._seen_remote) > SEEN_REMOTE_LIMIT:
                 self._seen_remote.popitem(last=False)
+            self._unnumbered[change_id] = (message.origin, time.monotonic())
+            if len(self._unnumbered) > SEEN_REMOTE_LIMIT:
+                self._unnumbered.pop(next(iter(self._unnumbered)))
+            self._numbered.clear()
             self.apply_logged(update)
         elif message.kind == FanoutKind.DELETED:
             self._drop_clients()
@@ -435,6 +460,8 @@ class Room:
         """Another replica committed a version of this panel. If this room never saw that
         change live (a lost message), it asks for it from the log."""
         version = notice.get("version")
+        if self._unnumbered.pop(str(notice.get("changeId")), None) is not None:
+            self._check_numbered()
         if not isinstance(version, int) or notice.get("epoch") != self.epoch:
             return
         if version > self.version:
@@ -449,7 +476,12 @@ class Room:
             self.version = version
 
     def forget_replica(self, replica_id: str) -> None:
-        """A replica died: the presence of its clients goes, for everyone here."""
+        """A replica died: the presence of its clients goes, for everyone here (and no
+        read waits for the versions of its changes any more)."""
+        for change_id, (origin, _) in list(self._unnumbered.items()):
+            if origin == replica_id:
+                self._unnumbered.pop(change_id)
+        self._check_numbered()
         removed = self.presence.remove_owner(replica_id)
         if removed:
             frame = awareness_message(encode_awareness(removed))
@@ -643,22 +675,16 @@ class Room:
         if self._pending or not (self.position.exact and self.position.settled):
             return
         checkpoint = Checkpoint(version=self.position.base, state=self.panel.doc.get_update())
-        self._checkpointing = asyncio.create_task(self._save_checkpoint(checkpoint))
+        self._checkpointing = asyncio.create_task(self._checkpoint(checkpoint))
 
-    async def _save_checkpoint(self, checkpoint: Checkpoint) -> None:
+    async def _checkpoint(self, live: Checkpoint | None = None) -> None:
+        """Store `live` (the doc's own state), or else replay the log into a fresh doc, never
+        touching the live one, until no checkpoint is due."""
         try:
-            await self.log.save_checkpoint(self.key, self.epoch, checkpoint)
-            self.checkpoint_version = max(self.checkpoint_version, checkpoint.version)
-        except StateError as exc:
-            log.info("room %s: checkpoint skipped: %s", self.key, exc)
-        except Exception:
-            log.exception("room %s: checkpoint failed", self.key)
-        finally:
-            self._checkpointing = None
-
-    async def _checkpoint(self) -> None:
-        # Off the hot path: replays the log into a fresh doc, never touches the live one.
-        try:
+            if live is not None:
+                await self.log.save_checkpoint(self.key, self.epoch, live)
+                self.checkpoint_version = max(self.checkpoint_version, live.version)
+                return
             while self._checkpoint_due():
                 checkpoint = await write_checkpoint(self.log, self.key, self.version)
                 if checkpoint is None:

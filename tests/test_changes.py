@@ -14,8 +14,9 @@ from pycrdt import Array, Doc, Map, Text
 
 import crdt_state.changes
 from crdt_state.changes import PatchRecorder, render_value
+from crdt_state.doc_patch import apply_to_doc
 from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, to_y
-from crdt_state.jsonpatch import apply_to_doc, apply_to_json, parse_patch
+from crdt_state.jsonpatch import apply_to_json, parse_patch
 
 SUITE = Path(__file__).parent / "conformance" / "json-patch-tests"
 

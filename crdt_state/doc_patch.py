@@ -1,0 +1,193 @@
+"""JSON Patch on a panel's Y doc: the smallest structural change that gives the patched JSON.
+
+`apply_to_doc` replays operations already checked on the JSON view (jsonpatch.apply_to_json,
+pure) on the Y doc: objects merge key by key and unchanged values keep their Y identity, so a
+concurrent edit of a sibling field survives. `replace_document` does the same for a whole root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pycrdt import Array, Map
+
+from .document import VIEW_ROOTS, PanelDoc, to_y
+from .errors import InvalidPatch, InvalidValue, PathNotFound
+from .jsonpatch import (
+    MISSING,
+    Operation,
+    apply_operation,
+    json_equal,
+    json_type,
+    value_at,
+    with_added,
+    with_removed,
+)
+from .values import check_json, escape_token
+
+
+def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
+    """Replay ops on the doc. `before` must be the panel's current JSON view, on which
+    check_panel_paths and apply_to_json already accepted `ops`: an error here would leave
+    the transaction half done.
+
+    Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it).
+    """
+    current = before
+    with panel.doc.transaction():
+        for op in ops:
+            current = _apply_doc(panel, op, current)
+
+
+def _apply_doc(panel: PanelDoc, op: Operation, current: Any) -> Any:
+    if op.op == "test":
+        return current
+    if op.op in ("add", "replace"):
+        after = apply_operation(current, op)
+        _doc_write(panel, op.path, (current, after), op.value, insert=op.op == "add")
+        return after
+    if op.op == "remove":
+        after = with_removed(current, op.path, op)
+        _doc_remove(panel, op.path, current, after)
+        return after
+    assert op.from_path is not None
+    if op.op == "move" and op.from_path == op.path:
+        return current
+    value = value_at(current, op.from_path, op)
+    if op.op == "move":
+        middle = with_removed(current, op.from_path, op)
+        _doc_remove(panel, op.from_path, current, middle)
+        current = middle
+    after = with_added(current, op.path, value, op)
+    _doc_write(panel, op.path, (current, after), value, insert=True)
+    return after
+
+
+def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:
+    """The deepest Y container on the way to the parent of `tokens`, and its depth.
+
+    Below it the JSON view may go on inside a plain value (a JS object a browser stored
+    whole): that part cannot merge and is rewritten from its container.
+    """
+    node: Map | Array = panel.roots[tokens[0]]
+    depth = 1
+    while depth < len(tokens) - 1:
+        child = node[_key(node, tokens[depth])]
+        if not isinstance(child, Map | Array):
+            break
+        node, depth = child, depth + 1
+    return node, depth
+
+
+def _key(node: Map | Array, token: str) -> Any:
+    if isinstance(node, Map):
+        return token
+    return len(node) if token == "-" else int(token)
+
+
+def _doc_write(
+    panel: PanelDoc, tokens: Sequence[str], views: tuple[Any, Any], value: Any, insert: bool
+) -> None:
+    """Put `value` at `tokens`; `views` is the JSON view before and after this one step."""
+    before, after = views
+    if len(tokens) == 1:
+        merge_map(panel.roots[tokens[0]], before[tokens[0]], value)
+        return
+    node, depth = _locate(panel, tokens)
+    key = _key(node, tokens[depth])
+    if depth < len(tokens) - 1:  # inside a plain value: rewrite it from its container
+        here = tokens[: depth + 1]
+        assign(node, key, value_at(before, here, _NO_OP), value_at(after, here, _NO_OP))
+    elif insert and isinstance(node, Array):
+        node.insert(key, to_y(value))
+    else:
+        assign(node, key, _get_or_missing(before, tokens), value)
+
+
+def _doc_remove(panel: PanelDoc, tokens: Sequence[str], before: Any, after: Any) -> None:
+    if len(tokens) < 2:
+        raise InvalidPatch("A root of the panel cannot be removed.")
+    node, depth = _locate(panel, tokens)
+    key = _key(node, tokens[depth])
+    if depth == len(tokens) - 1:
+        del node[key]
+    else:
+        here = tokens[: depth + 1]
+        assign(node, key, value_at(before, here, _NO_OP), value_at(after, here, _NO_OP))
+
+
+_NO_OP = Operation(-1, "replay", [], "")
+
+
+def _get_or_missing(document: Any, tokens: Sequence[str]) -> Any:
+    try:
+        return value_at(document, tokens, _NO_OP)
+    except PathNotFound:
+        return MISSING
+
+
+def assign(node: Map | Array, key: Any, old: Any, new: Any) -> None:
+    """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
+    little as possible: equal values stay, objects and arrays are merged into in place."""
+    if old is not MISSING and json_equal(old, new):
+        return
+    child = node[key] if old is not MISSING else None
+    if isinstance(child, Map) and isinstance(old, dict) and isinstance(new, dict):
+        merge_map(child, old, new)
+    elif isinstance(child, Array) and isinstance(old, list) and isinstance(new, list):
+        merge_array(child, old, new)
+    elif isinstance(node, Map):
+        node[key] = to_y(new)
+    else:
+        del node[key]
+        node.insert(key, to_y(new))
+
+
+def merge_map(ymap: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
+    for key in old:
+        if key not in new:
+            del ymap[key]
+    for key, value in new.items():
+        assign(ymap, key, old.get(key, MISSING), value)
+
+
+def merge_array(yarray: Array, old: list[Any], new: list[Any]) -> None:
+    """Keep the equal prefix and suffix; merge a middle of the same length element by
+    element, else replace the middle (an unambiguous pairing is not known then)."""
+    shortest = min(len(old), len(new))
+    start = 0
+    while start < shortest and json_equal(old[start], new[start]):
+        start += 1
+    end = 0
+    while end < shortest - start and json_equal(old[-1 - end], new[-1 - end]):
+        end += 1
+    old_middle, new_middle = old[start : len(old) - end], new[start : len(new) - end]
+    if len(old_middle) == len(new_middle):
+        for offset, (was, now) in enumerate(zip(old_middle, new_middle, strict=True)):
+            assign(yarray, start + offset, was, now)
+        return
+    if old_middle:
+        del yarray[start : start + len(old_middle)]
+    for offset, value in enumerate(new_middle):
+        yarray.insert(start + offset, to_y(value))
+
+
+def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = MISSING) -> None:
+    """PUT: make root `root` hold `new_value` through the minimal structural change.
+
+    `before` is the root's current JSON when the caller has it (saves a render). Values are
+    checked before the doc is touched; joins the caller's transaction if there is one.
+    """
+    if root not in VIEW_ROOTS:
+        raise InvalidPatch(f"'{root}' is not a root of the panel's state.")
+    if not isinstance(new_value, dict):
+        pointer = f"/{escape_token(root)}"
+        raise InvalidValue(
+            f"{pointer} must be an object, not {json_type(new_value)}.", path=pointer
+        )
+    check_json(new_value, f"/{escape_token(root)}", 1)
+    old = panel.render_root(root) if before is MISSING else before
+    with panel.doc.transaction():
+        merge_map(panel.roots[root], old, new_value)

@@ -38,6 +38,7 @@ from crdt_state.ports import (
     PanelInfo,
     PanelKey,
     PanelView,
+    SnapshotRecord,
     TriggeredBy,
 )
 from migrations import migration_files
@@ -651,33 +652,20 @@ class PostgresUpdateLog:
             for panel_id, version, epoch, view in rows
         ]
 
-    async def record_snapshot(
-        self,
-        workspace_id: str,
-        *,
-        snapshot_id: str,
-        snapshot_type: str,
-        description: str | None,
-        panel_count: int,
-        total_size_bytes: int,
-        git_commit_hash: str | None,
-        panel_versions: dict[str, int],
-        created_by: str | None,
-        created_at: datetime,
-    ) -> None:
+    async def record_snapshot(self, record: SnapshotRecord) -> None:
         async with self._connection() as conn:
             await conn.execute(
                 _INSERT_SNAPSHOT,
-                uuid.UUID(snapshot_id),
-                workspace_id,
-                snapshot_type,
-                description,
-                panel_count,
-                total_size_bytes,
-                git_commit_hash,
-                _jsonb_text(orjson.dumps(panel_versions)),
-                created_by,
-                _aware(created_at),
+                uuid.UUID(record.snapshot_id),
+                record.workspace_id,
+                record.snapshot_type,
+                record.description,
+                record.panel_count,
+                record.total_size_bytes,
+                record.git_commit_hash,
+                _jsonb_text(orjson.dumps(record.panel_versions)),
+                record.created_by,
+                _aware(record.created_at),
             )
 
     async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from crdt_state.ports import (
     PanelInfo,
     PanelKey,
     PanelView,
+    SnapshotRecord,
     TriggeredBy,
     utcnow,
 )
@@ -335,31 +336,18 @@ class SqliteUpdateLog:
     ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
         return await self._run(lambda db: _list_panels(db, workspace_id))
 
-    async def record_snapshot(
-        self,
-        workspace_id: str,
-        *,
-        snapshot_id: str,
-        snapshot_type: str,
-        description: str | None,
-        panel_count: int,
-        total_size_bytes: int,
-        git_commit_hash: str | None,
-        panel_versions: dict[str, int],
-        created_by: str | None,
-        created_at: datetime,
-    ) -> None:
+    async def record_snapshot(self, record: SnapshotRecord) -> None:
         row = (
-            snapshot_id,
-            workspace_id,
-            snapshot_type,
-            description,
-            panel_count,
-            total_size_bytes,
-            git_commit_hash,
-            orjson.dumps(panel_versions).decode(),
-            created_by,
-            _micros(created_at),
+            record.snapshot_id,
+            record.workspace_id,
+            record.snapshot_type,
+            record.description,
+            record.panel_count,
+            record.total_size_bytes,
+            record.git_commit_hash,
+            orjson.dumps(record.panel_versions).decode(),
+            record.created_by,
+            _micros(record.created_at),
         )
         await self._run(lambda db: _insert_snapshot(db, row))
 

@@ -980,13 +980,18 @@ def floor_findings(compare: dict[str, Any]) -> list[str]:
     rss = "rss_per_connection_bytes"
     floor_rss, ours_rss, y_rss = (fig("connections", n, rss) for n in (FLOOR, OURS, "y-websocket"))
     if floor_rss and ours_rss and y_rss:
-        below = "below" if y_rss < floor_rss else "above"
+        side = "above" if floor_rss > y_rss else "below"
         found.append(
             f"**An idle connection costs {size(floor_rss)} on the relay floor** (uvicorn's "
-            f"protocol objects, the websockets parser, the ASGI task), {below} y-websocket's "
+            f"protocol objects, the websockets parser, the ASGI task), {side} y-websocket's "
             f"{size(y_rss)}; ours holds {size(ours_rss)}, {size(ours_rss - floor_rss)} above the "
-            "floor (the connection's room membership, presence and reader). A server on "
-            "uvicorn cannot match y-websocket's memory per connection without leaving uvicorn."
+            "floor (the connection's room membership, presence and reader)."
+            + (
+                " A server on uvicorn cannot match y-websocket's memory per connection "
+                "without leaving uvicorn."
+                if floor_rss > y_rss
+                else ""
+            )
         )
     return found
 

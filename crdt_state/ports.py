@@ -75,6 +75,22 @@ def next_change_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """One row of `state_snapshots`: a snapshot of a workspace's panels (to Git, usually)."""
+
+    workspace_id: str
+    snapshot_id: str  # a UUID in its text form
+    snapshot_type: str  # manual, auto or pre_ai_edit
+    description: str | None
+    panel_count: int
+    total_size_bytes: int
+    git_commit_hash: str | None
+    panel_versions: dict[str, int]
+    created_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PanelView:
     """A panel's JSON view as of a committed version, for UpdateLog.save_view/append."""
 
@@ -226,27 +242,13 @@ class UpdateLog(Protocol):
         the panel's current version; None when it lags or was never saved."""
         ...
 
-    async def record_snapshot(
-        self,
-        workspace_id: str,
-        *,
-        snapshot_id: str,
-        snapshot_type: str,
-        description: str | None,
-        panel_count: int,
-        total_size_bytes: int,
-        git_commit_hash: str | None,
-        panel_versions: dict[str, int],
-        created_by: str | None,
-        created_at: datetime,
-    ) -> None:
-        """Keep one row of `state_snapshots` (snapshot_type: manual, auto or pre_ai_edit;
-        snapshot_id: a UUID in its text form)."""
+    async def record_snapshot(self, record: SnapshotRecord) -> None:
+        """Keep one row of `state_snapshots`."""
         ...
 
     async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest `limit` snapshot rows of the workspace, newest first, as dicts with the
-        keyword names of record_snapshot (workspace_id included)."""
+        field names of SnapshotRecord."""
         ...
 
     async def changed_workspaces(self) -> list[str]:

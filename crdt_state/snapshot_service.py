@@ -26,7 +26,7 @@ from . import edits
 from .document import VIEW_ROOTS, PanelDoc
 from .edits import Attribution
 from .errors import BadRequest, PanelNotFound, StateError, Unavailable
-from .ports import ChangeType, LoadedPanel, PanelKey, UpdateLog, utcnow
+from .ports import ChangeType, LoadedPanel, PanelKey, SnapshotRecord, UpdateLog, utcnow
 from .registry import RoomRegistry
 from .replay import rebuild
 from .room import Room
@@ -302,16 +302,18 @@ class SnapshotService:
     async def _record(self, result: SnapshotResult) -> None:
         result.snapshot_id = str(uuid.uuid4())
         await self.log.record_snapshot(
-            result.workspace_id,
-            snapshot_id=result.snapshot_id,
-            snapshot_type=result.snapshot_type,
-            description=result.description,
-            panel_count=len(result.panel_versions),
-            total_size_bytes=result.total_size_bytes,
-            git_commit_hash=result.git_commit_hash,
-            panel_versions=result.panel_versions,
-            created_by=result.created_by,
-            created_at=result.created_at,
+            SnapshotRecord(
+                workspace_id=result.workspace_id,
+                snapshot_id=result.snapshot_id,
+                snapshot_type=result.snapshot_type,
+                description=result.description,
+                panel_count=len(result.panel_versions),
+                total_size_bytes=result.total_size_bytes,
+                git_commit_hash=result.git_commit_hash,
+                panel_versions=result.panel_versions,
+                created_by=result.created_by,
+                created_at=result.created_at,
+            )
         )
 
     def _lock(self, workspace_id: str) -> asyncio.Lock:

@@ -34,6 +34,7 @@ from crdt_state.ports import (
     LoadedPanel,
     PanelKey,
     PanelView,
+    SnapshotRecord,
     TriggeredBy,
     UpdateLog,
 )
@@ -848,8 +849,12 @@ async def test_snapshot_rows_are_recorded_and_listed_newest_first(store: UpdateL
         snapshot_fields(2, start + timedelta(minutes=9), git_commit_hash=None, description=None),
     ]
     for row in rows:
-        await store.record_snapshot("ws", **row)
-    await store.record_snapshot("other", **snapshot_fields(3, start, snapshot_type="pre_ai_edit"))
+        await store.record_snapshot(SnapshotRecord(workspace_id="ws", **row))
+    await store.record_snapshot(
+        SnapshotRecord(
+            workspace_id="other", **snapshot_fields(3, start, snapshot_type="pre_ai_edit")
+        )
+    )
 
     listed = await store.list_snapshots("ws", limit=2)
     assert listed == [{"workspace_id": "ws", **row} for row in reversed(rows[1:])]
@@ -871,14 +876,20 @@ async def test_changed_workspaces_are_those_changed_after_their_last_git_snapsho
     assert await store.changed_workspaces() == ["a", "b"]  # never snapshotted
 
     later = start + timedelta(minutes=1)
-    await store.record_snapshot("a", **snapshot_fields(0, later))
-    await store.record_snapshot("b", **snapshot_fields(1, later, git_commit_hash=None))
+    await store.record_snapshot(SnapshotRecord(workspace_id="a", **snapshot_fields(0, later)))
+    await store.record_snapshot(
+        SnapshotRecord(workspace_id="b", **snapshot_fields(1, later, git_commit_hash=None))
+    )
     assert await store.changed_workspaces() == ["b"]  # a row without a commit does not count
 
     await store.append([change(a, "e1", occurred_at=later + timedelta(seconds=1))])
     assert await store.changed_workspaces() == ["a", "b"]
-    await store.record_snapshot("a", **snapshot_fields(2, later + timedelta(seconds=2)))
-    await store.record_snapshot("b", **snapshot_fields(3, later + timedelta(seconds=2)))
+    await store.record_snapshot(
+        SnapshotRecord(workspace_id="a", **snapshot_fields(2, later + timedelta(seconds=2)))
+    )
+    await store.record_snapshot(
+        SnapshotRecord(workspace_id="b", **snapshot_fields(3, later + timedelta(seconds=2)))
+    )
     assert await store.changed_workspaces() == []
     deleted_at = later + timedelta(seconds=3)
     await store.append([change(b, "e1", change_type=ChangeType.DELETED, occurred_at=deleted_at)])

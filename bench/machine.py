@@ -150,10 +150,18 @@ def python_package_versions(names: list[str]) -> dict[str, str | None]:
     return versions
 
 
+# What the bench itself writes: a change there is a result, not a change of the code measured.
+GENERATED = ("bench/results/", "docs/BENCHMARKS")
+
+
 def source_revision() -> dict[str, Any]:
     commit = (_output(["git", "rev-parse", "HEAD"]) or "").strip() or None
     status = _output(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {"commit": commit, "dirty": bool(status.strip()) if status is not None else None}
+    if status is None:
+        return {"commit": commit, "dirty": None}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    source = [path for path in changed if not path.startswith(GENERATED)]
+    return {"commit": commit, "dirty": bool(source), "dirty_paths": source[:50]}
 
 
 def our_versions() -> dict[str, Any]:

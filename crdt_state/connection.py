@@ -152,16 +152,19 @@ class Connection:
 async def _resume(step: Coroutine[Any, Any, None], waiting: Any) -> None:
     """Run a coroutine that was started by hand and stopped at `waiting` (what it awaited)
     to its end, in the current task (a coroutine not started yet: `waiting` is None)."""
-    while True:
-        if waiting is None:
-            await asyncio.sleep(0)  # a bare yield: give the loop one turn
-        elif not waiting.done():
-            with contextlib.suppress(BaseException):  # the coroutine sees the outcome itself
-                await asyncio.wait([waiting])
-        try:
-            waiting = step.send(None)
-        except StopIteration:
-            return
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)  # a bare yield: give the loop one turn
+            elif not waiting.done():
+                await asyncio.wait([waiting])  # its outcome is the coroutine's to see
+            try:
+                waiting = step.send(None)
+            except StopIteration:
+                return
+    except BaseException:  # cancelled (or worse): the coroutine will never be resumed
+        step.close()
+        raise
 
 
 async def _nothing() -> None:

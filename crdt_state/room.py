@@ -215,6 +215,10 @@ class Room:
             await asyncio.gather(self._after_view_task, return_exceptions=True)
         if self._checkpointing is not None:
             await asyncio.gather(self._checkpointing, return_exceptions=True)
+        if self._checkpoint_due() and self.position.exact and self.position.settled:
+            # Unloading: the doc is at hand, so the next load replays less.
+            live = Checkpoint(version=self.position.base, state=self.panel.doc.get_update())
+            await self._checkpoint(live)
         if self._view_saved_version < self.version:  # the task is done: safe to render here
             try:
                 await self.log.save_view(self.key, self.epoch, self.version, self.view()[0])
@@ -550,13 +554,17 @@ class Room:
             self.updated_at = utcnow()
         if not self._pending:
             self._view_due()
-        if self._checkpoint_due() and self._checkpointing is None and not self.closed:
-            if not self._pending and self.position.exact:
-                # Quiet, and the doc is exactly the log's prefix: encode it, no replay.
-                with contextlib.suppress(asyncio.QueueFull):  # else a later commit retries
-                    self.inbox.put_nowait((self._checkpoint_live, (), None))
-            elif self._checkpoint_overdue():
-                self._checkpointing = asyncio.create_task(self._checkpoint())
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        if not self._checkpoint_due() or self._checkpointing is not None or self.closed:
+            return
+        if not self._pending and self.position.exact:
+            # Quiet, and the doc is exactly the log's prefix: encode it, no replay.
+            with contextlib.suppress(asyncio.QueueFull):  # else a later commit retries
+                self.inbox.put_nowait((self._checkpoint_live, (), None))
+        elif self._checkpoint_overdue():
+            self._checkpointing = asyncio.create_task(self._checkpoint())
 
     # The stored view (and the hot cache) is a query cache of the log: it is written when the
     # room is quiet (every applied change committed, so the view is of `version`), at most
@@ -680,22 +688,27 @@ class Room:
     async def _checkpoint(self, live: Checkpoint | None = None) -> None:
         """Store `live` (the doc's own state), or else replay the log into a fresh doc, never
         touching the live one, until no checkpoint is due."""
+        progressed = False
         try:
             if live is not None:
                 await self.log.save_checkpoint(self.key, self.epoch, live)
                 self.checkpoint_version = max(self.checkpoint_version, live.version)
+                progressed = True
                 return
             while self._checkpoint_due():
                 checkpoint = await write_checkpoint(self.log, self.key, self.version)
                 if checkpoint is None:
                     return
                 self.checkpoint_version = max(self.checkpoint_version, checkpoint.version)
+                progressed = True
         except StateError as exc:
             log.info("room %s: checkpoint skipped: %s", self.key, exc)
         except Exception:
             log.exception("room %s: checkpoint failed", self.key)
         finally:
             self._checkpointing = None
+            if progressed:  # changes that came meanwhile may have made another one due
+                self._checkpoint_if_due()
 
 
 def _STOP() -> None:  # sentinel for the inbox

@@ -67,7 +67,9 @@ async def test_a_restarted_server_loads_from_a_checkpoint(tmp_path):
     db = sqlite3.connect(tmp_path / "data" / "crdt-state.sqlite3")
     checkpoints = [row[0] for row in db.execute("select version from state_checkpoints")]
     db.close()
-    assert checkpoints and max(checkpoints) >= 200
+    # A checkpoint at every 50 versions when the room has a quiet moment, and at least every
+    # 2 x 50 while it never has one (as here: one client writing flat out).
+    assert checkpoints and 221 - max(checkpoints) < 2 * 50
     server.start()
     assert get(server, "p")["state"] == before["state"]
     server.stop()

@@ -669,14 +669,41 @@ def rest_section(ours: dict[str, Any]) -> list[str]:
     return lines
 
 
+WORKER = "SQLite log (worker thread)"
+
+
+def cpu_shares(window: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(component, share of samples, share of CPU): samples of the SQLite worker include its
+    waits in fsync, so its share is set to the worker's measured CPU (/proc) and the event
+    loop's components share the rest in the proportions sampled."""
+    rows = window["summary"]["by_component"]
+    threads = window.get("thread_cpu") or {}
+    main, other = threads.get("main_thread_pct"), threads.get("other_threads_pct")
+    worker_samples = sum(row["share"] for row in rows if row["name"] == WORKER)
+    if not main or other is None or worker_samples >= 1:
+        return [(row["name"], row["share"], row["share"]) for row in rows]
+    worker_cpu = other / (main + other)
+    scale = (1 - worker_cpu) / (1 - worker_samples)
+    shares = [
+        (row["name"], row["share"], worker_cpu if row["name"] == WORKER else row["share"] * scale)
+        for row in rows
+    ]
+    return sorted(shares, key=lambda item: -item[2])
+
+
 def profile_tables(window: dict[str, Any], rows: int = 12) -> list[str]:
     summary = window["summary"]
-    lines = ["By component (the first library or module of ours met from the leaf up):", ""]
+    lines = [
+        "By component (the first library or module of ours met from the leaf up). The share",
+        "of CPU corrects the samples with the per-thread CPU above: the SQLite worker's",
+        "samples include its waits in fsync.",
+        "",
+    ]
     lines += table(
-        ["component", "share", "what it is"],
+        ["component", "share of CPU", "share of samples", "what it is"],
         [
-            [row["name"], f"{100 * row['share']:.1f} %", COMPONENT_NOTES.get(row["name"], "")]
-            for row in summary["by_component"][:rows]
+            [name, f"{100 * cpu:.1f} %", f"{100 * sampled:.1f} %", COMPONENT_NOTES.get(name, "")]
+            for name, sampled, cpu in cpu_shares(window)[:rows]
         ],
     )
     lines += [
@@ -727,19 +754,18 @@ def profile_section(ours: dict[str, Any]) -> list[str]:
         "",
         f"{profile['tool']}, attached to our server for the measured phase of one fan-out run "
         f"({params_text(profile['params'])}): {summary['samples']} samples of busy threads "
-        f"({summary['idle_samples_left_out']} samples of threads parked in `select` or an "
+        f"({summary['idle_samples_left_out']} samples of threads parked in `select`, in "
+        "uvloop's C loop (its own C work included: py-spy cannot tell it apart) or on an "
         "empty work queue left out).",
         "",
     ]
     lines += threads_text(window)
     lines += profile_tables(window)
-    top = [row for row in summary["by_component"] if row["name"] != "other Python"][:3]
+    top = [item for item in cpu_shares(window) if item[0] != "other Python"][:3]
     lines += ["**The top three costs that remain**, by this profile:", ""]
-    for index, row in enumerate(top, 1):
-        note = COMPONENT_NOTES.get(row["name"], "")
-        lines.append(
-            f"{index}. {row['name']}: {100 * row['share']:.0f} % of busy samples – {note}."
-        )
+    for index, (name, _, cpu) in enumerate(top, 1):
+        note = COMPONENT_NOTES.get(name, "")
+        lines.append(f"{index}. {name}: {100 * cpu:.0f} % of the server's CPU – {note}.")
     lines.append("")
     lines += rest_profile_section(ours)
     return lines

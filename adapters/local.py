@@ -39,9 +39,6 @@ class LocalFanout:
         self.subscribers: defaultdict[Hashable, set[Any]] = defaultdict(set)
         self.notice_subscribers: defaultdict[Hashable, set[Any]] = defaultdict(set)
 
-    async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
-        await _deliver(self.subscribers.get(key, set()), message)
-
     async def publish_all(self, batch: Sequence[Outgoing]) -> None:
         for topic, message in batch:
             if isinstance(message, FanoutMessage):
@@ -57,9 +54,6 @@ class LocalFanout:
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> _LocalSubscription:
         self.subscribers[key].add(callback)
         return _LocalSubscription(self.subscribers, key, callback)
-
-    async def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None:
-        await _deliver(self.notice_subscribers.get(workspace_id, set()), notice)
 
     async def subscribe_notices(
         self, workspace_id: str, callback: NoticeCallback

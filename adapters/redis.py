@@ -278,9 +278,6 @@ class RedisFanout:
 
     # -- the Fanout port --------------------------------------------------------------------
 
-    async def publish(self, key: PanelKey, message: FanoutMessage) -> None:
-        await self._publish(live_channel(key).encode(), encode_frame(message))
-
     async def publish_all(self, batch: Sequence[Outgoing]) -> None:
         # One pipeline, one round trip: publishing message by message cost a round trip each.
         if self._closed:
@@ -305,9 +302,6 @@ class RedisFanout:
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> RedisSubscription:
         return await self._add(live_channel(key).encode(), callback)
-
-    async def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None:
-        await self._publish(notice_channel(workspace_id).encode(), orjson.dumps(notice))
 
     async def subscribe_notices(
         self, workspace_id: str, callback: NoticeCallback
@@ -337,14 +331,6 @@ class RedisFanout:
                 await client.aclose()
 
     # -- publishing -------------------------------------------------------------------------
-
-    async def _publish(self, channel: bytes, data: bytes) -> None:
-        if self._closed:
-            raise Unavailable("The Redis fan-out is closed.")
-        try:
-            await _guarded(self._publisher.publish(channel, data))
-        except _TRANSPORT_ERRORS as exc:
-            raise Unavailable(f"Redis cannot be reached: {exc}") from exc
 
     async def _heartbeat(self) -> None:
         beat = self.replica_id.encode()

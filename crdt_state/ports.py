@@ -299,8 +299,6 @@ class Fanout(Protocol):
     "triggerSource", "timestamp"}, or {"type": "state_deleted", ...}.
     """
 
-    async def publish(self, key: PanelKey, message: FanoutMessage) -> None: ...
-
     async def publish_all(self, batch: Sequence[Outgoing]) -> None:
         """Publish live messages (PanelKey, FanoutMessage) and notices (workspace id, dict) in
         order, in as few round trips as the transport allows."""
@@ -312,8 +310,6 @@ class Fanout(Protocol):
         ...
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> Subscription: ...
-
-    async def publish_notice(self, workspace_id: str, notice: dict[str, Any]) -> None: ...
 
     async def subscribe_notices(
         self, workspace_id: str, callback: NoticeCallback

@@ -138,7 +138,8 @@ async def test_thousand_frames_arrive_in_order(open_fanout: Opener, key: PanelKe
     await a.subscribe(key, on_frame)
     started = time.perf_counter()
     for number in range(1000):
-        await b.publish(key, update(struct.pack(">Id", number, time.perf_counter()), b.replica_id))
+        stamped = update(struct.pack(">Id", number, time.perf_counter()), b.replica_id)
+        await b.publish_all([(key, stamped)])
     await eventually(lambda: len(received) >= 1000)
     elapsed = time.perf_counter() - started
     assert received == list(range(1000))
@@ -156,7 +157,7 @@ async def test_own_frames_come_back_with_own_origin(open_fanout: Opener, key: Pa
         FanoutMessage(FanoutKind.DELETED, b"", a.replica_id),
     ]
     for message in sent:
-        await a.publish(key, message)
+        await a.publish_all([(key, message)])
     await eventually(lambda: len(received) == 3)
     assert received == sent  # the core filters by origin; the transport delivers everything
 
@@ -172,7 +173,7 @@ async def test_notices_arrive_in_order_as_dicts(open_fanout: Opener) -> None:
         {"type": "state_update", "panelId": "p", "version": n, "patch": None} for n in range(200)
     ]
     for notice in sent:
-        await b.publish_notice(workspace, notice)
+        await b.publish_all([(workspace, notice)])
     await eventually(lambda: len(received) == 200)
     assert received == sent and other == []
 
@@ -199,7 +200,7 @@ async def test_notice_channel_is_readable_by_outsiders(open_fanout: Opener, admi
     outsider = admin.pubsub()
     await outsider.subscribe(f"state-updates:{workspace}")
     assert (await outsider.get_message(timeout=WAIT) or {})["type"] == "subscribe"
-    await a.publish_notice(workspace, {"type": "state_deleted", "panelId": "p"})
+    await a.publish_all([(workspace, {"type": "state_deleted", "panelId": "p"})])
     message = await outsider.get_message(timeout=WAIT)
     await outsider.aclose()
     assert message is not None and orjson.loads(message["data"])["type"] == "state_deleted"
@@ -213,8 +214,8 @@ async def test_colliding_ids_stay_apart(open_fanout: Opener) -> None:
     to_second: list[FanoutMessage] = []
     await a.subscribe(first, to_first.append)
     await a.subscribe(second, to_second.append)
-    await a.publish(first, update(b"1", "x"))
-    await a.publish(second, update(b"2", "x"))
+    await a.publish_all([(first, update(b"1", "x"))])
+    await a.publish_all([(second, update(b"2", "x"))])
     await eventually(lambda: len(to_first) == 1 and len(to_second) == 1)
     assert to_first[0].payload == b"1" and to_second[0].payload == b"2"
 
@@ -227,12 +228,12 @@ async def test_several_callbacks_and_unsubscribe(
     second: list[FanoutMessage] = []
     subscription_1 = await a.subscribe(key, first.append)
     subscription_2 = await a.subscribe(key, second.append)
-    await b.publish(key, update(b"both", b.replica_id))
+    await b.publish_all([(key, update(b"both", b.replica_id))])
     await eventually(lambda: len(first) == 1 and len(second) == 1)
 
     await subscription_1.close()
     await subscription_1.close()  # idempotent
-    await b.publish(key, update(b"second only", b.replica_id))
+    await b.publish_all([(key, update(b"second only", b.replica_id))])
     await eventually(lambda: len(second) == 2)
     await subscription_2.close()
     channel = live_channel(key)
@@ -241,7 +242,7 @@ async def test_several_callbacks_and_unsubscribe(
         return int((await admin.pubsub_numsub(channel))[0][1]) == 0
 
     await eventually(unsubscribed)  # the last close unsubscribed the channel
-    await b.publish(key, update(b"nobody", b.replica_id))
+    await b.publish_all([(key, update(b"nobody", b.replica_id))])
     await asyncio.sleep(0.2)
     assert [m.payload for m in first] == [b"both"]
     assert [m.payload for m in second] == [b"both", b"second only"]
@@ -260,8 +261,8 @@ async def test_malformed_messages_are_dropped(
         await admin.publish(channel, bad)
     await admin.publish(notice_channel(key.workspace_id), b"{not json")
     await admin.publish(notice_channel(key.workspace_id), b"[1, 2]")
-    await a.publish(key, update(b"fine", "x"))
-    await a.publish_notice(key.workspace_id, {"fine": True})
+    await a.publish_all([(key, update(b"fine", "x"))])
+    await a.publish_all([(key.workspace_id, {"fine": True})])
     await eventually(lambda: len(frames) == 1 and len(notices) == 1)
     assert frames[0].payload == b"fine" and notices == [{"fine": True}]
     assert a.dropped == 8
@@ -281,7 +282,7 @@ async def test_failing_callback_does_not_stop_delivery(open_fanout: Opener, key:
     await a.subscribe(key, explode)
     await a.subscribe(key, slow)
     for number in range(20):
-        await a.publish(key, update(bytes([number]), "x"))
+        await a.publish_all([(key, update(bytes([number]), "x"))])
     await eventually(lambda: len(received) == 20)
     assert received == [bytes([number]) for number in range(20)]
 
@@ -318,7 +319,7 @@ async def test_frames_count_as_signs_of_life(open_fanout: Opener, key: PanelKey)
     a = await open_fanout()
     await a.subscribe(key, lambda message: None)
     silent_id = unique("silent")  # publishes frames, never a heartbeat
-    await a.publish(key, update(b"", silent_id))
+    await a.publish_all([(key, update(b"", silent_id))])
     await eventually(lambda: silent_id in a.peers)
 
 
@@ -338,7 +339,7 @@ async def test_reconnects_after_connection_killed(
     await asyncio.wait_for(reconnected.wait(), WAIT)
     assert a.reconnects >= 1
     for number in range(10):
-        await b.publish(key, update(bytes([number]), b.replica_id))
+        await b.publish_all([(key, update(bytes([number]), b.replica_id))])
     await eventually(lambda: len(received) == 10)
     await asyncio.sleep(0.1)
     assert received == [bytes([number]) for number in range(10)]  # re-subscribed once
@@ -357,9 +358,9 @@ async def test_hung_redis(open_fanout: Opener, key: PanelKey, admin: Redis) -> N
     await eventually(lambda: b.replica_id in a.peers)
 
     await admin.execute_command("CLIENT", "PAUSE", 2500, "ALL")
-    await assert_unavailable_quickly(b.publish(key, update(b"lost", b.replica_id)))
+    await assert_unavailable_quickly(b.publish_all([(key, update(b"lost", b.replica_id))]))
     await asyncio.wait_for(reconnected.wait(), WAIT)
-    await b.publish(key, update(b"after", b.replica_id))
+    await b.publish_all([(key, update(b"after", b.replica_id))])
     await eventually(lambda: b"after" in received)
     await asyncio.sleep(LOST_AFTER)
     assert lost == []
@@ -380,8 +381,8 @@ async def test_redis_restart(open_fanout: Opener, key: PanelKey) -> None:
     await cache.put(key, {"version": 1}, 60)
 
     with redis_server.stopped():
-        await assert_unavailable_quickly(b.publish(key, update(b"lost", b.replica_id)))
-        await assert_unavailable_quickly(b.publish_notice(key.workspace_id, {"n": 1}))
+        await assert_unavailable_quickly(b.publish_all([(key, update(b"lost", b.replica_id))]))
+        await assert_unavailable_quickly(b.publish_all([(key.workspace_id, {"n": 1})]))
         await assert_unavailable_quickly(RedisFanout.open(redis_server.url(), unique("r")))
         assert await cache.get(key) is None and cache.errors == 1
         await cache.put(key, {"version": 2}, 60)
@@ -392,8 +393,8 @@ async def test_redis_restart(open_fanout: Opener, key: PanelKey) -> None:
 
     for event in reconnected.values():
         await asyncio.wait_for(event.wait(), WAIT)
-    await b.publish(key, update(b"after", b.replica_id))
-    await b.publish(late_key, update(b"late", b.replica_id))
+    await b.publish_all([(key, update(b"after", b.replica_id))])
+    await b.publish_all([(late_key, update(b"late", b.replica_id))])
     await eventually(lambda: received == [b"after"] and late == [b"late"])
     assert await cache.get(key) is None  # Redis came back empty
     await cache.close()

@@ -101,6 +101,14 @@ class RoomRegistry:
                 continue
             return await self._load(key, create=create, subject=subject)
 
+    async def open_or_create(self, key: PanelKey, subject: str | None) -> tuple[Room, bool]:
+        """The live room of a panel and whether this call created the panel (a PUT that
+        answers 201, a restore that brings a deleted panel back)."""
+        try:
+            return await self.open(key, create=False), False
+        except PanelNotFound:
+            return await self.open(key, create=True, subject=subject), True
+
     async def _load(self, key: PanelKey, *, create: bool, subject: str | None) -> Room:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[key] = future

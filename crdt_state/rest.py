@@ -478,12 +478,7 @@ async def put_state(request: Request) -> Response:
     await writable(services)
 
     async def work() -> tuple[int, Any]:
-        created = False
-        try:
-            room = await services.registry.open(key, create=False)
-        except PanelNotFound:
-            room = await services.registry.open(key, create=True, subject=principal.subject)
-            created = True
+        room, created = await services.registry.open_or_create(key, principal.subject)
         await room.settle()
         if version is not None and version != room.version and not created:
             raise VersionConflict(

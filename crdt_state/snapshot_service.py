@@ -25,7 +25,7 @@ import orjson
 from . import edits
 from .document import VIEW_ROOTS, PanelDoc
 from .edits import Attribution
-from .errors import BadRequest, PanelNotFound, StateError, Unavailable
+from .errors import BadRequest, StateError, Unavailable
 from .ports import ChangeType, LoadedPanel, PanelKey, SnapshotRecord, UpdateLog, utcnow
 from .registry import RoomRegistry
 from .replay import rebuild
@@ -429,12 +429,7 @@ class SnapshotService:
     async def _restore_panel(
         self, key: PanelKey, view: dict[str, Any], who: Attribution
     ) -> RestoredPanel:
-        created = False
-        try:
-            room = await self.registry.open(key, create=False)
-        except PanelNotFound:
-            room = await self.registry.open(key, create=True, subject=who.subject)
-            created = True
+        room, created = await self.registry.open_or_create(key, who.subject)
         await room.settle()
         result = await room.call(edits.replace, room, view, who, change_type=ChangeType.REVERTED)
         if result.future is None:

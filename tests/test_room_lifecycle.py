@@ -89,7 +89,15 @@ async def test_an_evicted_room_has_flushed_its_writes_and_reloads_them(registry)
     assert view["$state"] == {f"k{i}": i for i in range(50)}
 
 
-async def test_a_quiet_room_checkpoints_its_doc_and_a_reload_from_it_is_the_same_doc(tmp_path):
+async def test_a_quiet_room_checkpoints_its_doc_and_a_reload_from_it_is_the_same_doc(
+    tmp_path, monkeypatch
+):
+    import crdt_state.room as room_module
+
+    async def no_replay(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a quiet room replayed the log instead of checkpointing its doc")
+
+    monkeypatch.setattr(room_module, "write_checkpoint", no_replay)
     store = await SqliteUpdateLog.open(tmp_path / "log.sqlite3")
     committer = Committer(store, window_seconds=0.001)
     committer.start()

@@ -37,7 +37,7 @@ from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 
 from crdt_state.errors import BadRequest, StateError, Unavailable
-from crdt_state.snapshots import (
+from crdt_state.snapshot_repository import (
     PANELS_DIR,
     AmbiguousSha,
     CommitInfo,

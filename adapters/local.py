@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from crdt_state.ports import FanoutCallback, FanoutMessage, NoticeCallback, Outgoing, PanelKey
+from crdt_state.model import Notice, PanelKey
+from crdt_state.ports import FanoutCallback, NoticeCallback, Outgoing
 
 
 class _LocalSubscription:
@@ -40,11 +41,13 @@ class LocalFanout:
         self.notice_subscribers: defaultdict[Hashable, set[Any]] = defaultdict(set)
 
     async def publish_all(self, batch: Sequence[Outgoing]) -> None:
-        for topic, message in batch:
-            if isinstance(message, FanoutMessage):
-                await _deliver(self.subscribers.get(topic, set()), message)
+        for item in batch:
+            if isinstance(item, Notice):
+                callbacks = self.notice_subscribers.get(item.key.workspace_id, set())
+                await _deliver(callbacks, item)
             else:
-                await _deliver(self.notice_subscribers.get(topic, set()), message)
+                key, message = item
+                await _deliver(self.subscribers.get(key, set()), message)
 
     def may_reach_others(self, key: PanelKey) -> bool:
         # The publishing replica holds one subscription of a live panel; anyone else (another
@@ -61,10 +64,10 @@ class LocalFanout:
         self.notice_subscribers[workspace_id].add(callback)
         return _LocalSubscription(self.notice_subscribers, workspace_id, callback)
 
-    def on_replica_lost(self, callback: Callable[[str], None]) -> None:
+    def on_replica_lost(self, callback: Callable[[str], Awaitable[None] | None]) -> None:
         return None  # one process: no other replica to lose
 
-    def on_reconnected(self, callback: Callable[[], None]) -> None:
+    def on_reconnected(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         return None  # nothing to reconnect
 
     async def close(self) -> None:

@@ -20,16 +20,15 @@ from typing import Any
 import asyncpg
 import orjson
 
-from adapters.sqlite import (
+from crdt_state.errors import Unavailable
+from crdt_state.log_rules import (
     BatchPanel,
     number_batch,
     panel_not_found,
-    snapshot_row,
     stale_epoch,
     stored_view,
 )
-from crdt_state.errors import Unavailable
-from crdt_state.ports import (
+from crdt_state.model import (
     Change,
     ChangeType,
     Checkpoint,
@@ -37,6 +36,7 @@ from crdt_state.ports import (
     LogEntry,
     PanelInfo,
     PanelKey,
+    PanelListing,
     PanelView,
     SnapshotRecord,
     TriggeredBy,
@@ -635,20 +635,16 @@ class PostgresUpdateLog:
                 checkpoint.state,
             )
 
-    async def save_view(
-        self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
-    ) -> None:
-        row = _view_row(PanelView(key, epoch, version, view))
+    async def save_view(self, view: PanelView) -> None:
+        row = _view_row(view)
         async with self._connection() as conn:
             await conn.execute(_SAVE_VIEW, *row)
 
-    async def list_panels(
-        self, workspace_id: str
-    ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+    async def list_panels(self, workspace_id: str) -> list[PanelListing]:
         async with self._connection() as conn:
             rows = await conn.fetch(_LIST_PANELS, workspace_id)
         return [
-            (panel_id, version, epoch, None if view is None else orjson.loads(view))
+            PanelListing(panel_id, version, epoch, None if view is None else orjson.loads(view))
             for panel_id, version, epoch, view in rows
         ]
 
@@ -668,7 +664,7 @@ class PostgresUpdateLog:
                 _aware(record.created_at),
             )
 
-    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[SnapshotRecord]:
         async with self._connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_SNAPSHOT_COLUMNS} FROM state_snapshots WHERE workspace_id = $1"
@@ -676,7 +672,7 @@ class PostgresUpdateLog:
                 workspace_id,
                 max(limit, 0),
             )
-        return [snapshot_row(tuple(row)) for row in rows]
+        return [_snapshot_record(row) for row in rows]
 
     async def changed_workspaces(self) -> list[str]:
         async with self._connection() as conn:
@@ -724,6 +720,22 @@ class PostgresUpdateLog:
         # After a restart every idle connection of the pool is dead: make the retry open
         # fresh ones instead of trying the dead ones one by one.
         await self._pool.expire_connections()
+
+
+def _snapshot_record(row: asyncpg.Record) -> SnapshotRecord:
+    snapshot_id, workspace_id, kind, description, count, size, sha, versions, by, at = row
+    return SnapshotRecord(
+        workspace_id=workspace_id,
+        snapshot_id=str(snapshot_id),
+        snapshot_type=kind,
+        description=description,
+        panel_count=count,
+        total_size_bytes=size,
+        git_commit_hash=sha,
+        panel_versions=orjson.loads(versions) if isinstance(versions, str) else versions,
+        created_by=by,
+        created_at=_aware(at),
+    )
 
 
 def _view_row(view: PanelView) -> tuple[Any, ...]:

@@ -31,14 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from crdt_state.errors import Unavailable
-from crdt_state.ports import (
-    FanoutCallback,
-    FanoutKind,
-    FanoutMessage,
-    NoticeCallback,
-    Outgoing,
-    PanelKey,
-)
+from crdt_state.model import CacheEntry, FanoutKind, FanoutMessage, Notice, PanelKey
+from crdt_state.ports import FanoutCallback, NoticeCallback, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +112,15 @@ def decode_frame(frame: bytes) -> FanoutMessage:
     return FanoutMessage(kind, frame[end:], origin)
 
 
-def decode_notice(data: bytes) -> dict[str, Any]:
-    """A notice's JSON object; FrameError for anything else."""
+def decode_notice(data: bytes) -> Notice:
+    """A notice; FrameError for anything else."""
     try:
-        notice = orjson.loads(data)
+        raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise FrameError(f"notice is not JSON: {exc}") from exc
-    if not isinstance(notice, dict):
-        raise FrameError(f"notice is a {type(notice).__name__}, not an object")
+    notice = Notice.from_json(raw)
+    if notice is None:
+        raise FrameError(f"not a notice: {str(raw)[:80]}")
     return notice
 
 
@@ -239,8 +234,8 @@ class RedisFanout:
         self._lock = asyncio.Lock()  # orders (un)subscribes against reconnection
         self._last_heard: dict[str, float] = {}
         self._last_message = time.monotonic()  # when the connection last proved it works
-        self._lost_callbacks: list[Callable[[str], None]] = []
-        self._reconnected_callbacks: list[Callable[[], None]] = []
+        self._lost_callbacks: list[AnyCallback] = []
+        self._reconnected_callbacks: list[AnyCallback] = []
         self._announce = False  # call on_reconnected once re-subscriptions are confirmed
         self._reader: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -285,13 +280,13 @@ class RedisFanout:
         if not batch:
             return
         pipe = self._publisher.pipeline(transaction=False)
-        for topic, message in batch:
-            if isinstance(message, FanoutMessage):
-                assert isinstance(topic, PanelKey)
-                pipe.publish(live_channel(topic).encode(), encode_frame(message))
+        for item in batch:
+            if isinstance(item, Notice):
+                channel = notice_channel(item.key.workspace_id)
+                pipe.publish(channel.encode(), orjson.dumps(item.to_json()))
             else:
-                assert isinstance(topic, str)
-                pipe.publish(notice_channel(topic).encode(), orjson.dumps(message))
+                key, message = item
+                pipe.publish(live_channel(key).encode(), encode_frame(message))
         try:
             await _guarded(pipe.execute())
         except _TRANSPORT_ERRORS as exc:
@@ -313,10 +308,10 @@ class RedisFanout:
         """The other replicas heard from and not (yet) reported lost."""
         return frozenset(self._last_heard)
 
-    def on_replica_lost(self, callback: Callable[[str], None]) -> None:
+    def on_replica_lost(self, callback: AnyCallback) -> None:
         self._lost_callbacks.append(callback)
 
-    def on_reconnected(self, callback: Callable[[], None]) -> None:
+    def on_reconnected(self, callback: AnyCallback) -> None:
         self._reconnected_callbacks.append(callback)
 
     async def close(self) -> None:
@@ -548,7 +543,7 @@ class RedisFanout:
             if subscription.active:
                 await _call(subscription.callback, payload)
 
-    def _decode(self, channel: bytes, data: bytes) -> FanoutMessage | dict[str, Any]:
+    def _decode(self, channel: bytes, data: bytes) -> FanoutMessage | Notice:
         if channel.startswith(LIVE_PREFIX.encode()):
             message = decode_frame(data)
             self._heard(message.origin)
@@ -584,15 +579,17 @@ class RedisFanout:
         return lost
 
 
-def _parse_entry(key: PanelKey, raw: bytes | str) -> dict[str, Any] | None:
-    """A stored entry, or None (a miss) for anything that is not a JSON object: the key is
-    shared with other services, whose mistakes must not fail our reads."""
+def _parse_entry(key: PanelKey, raw: bytes | str) -> CacheEntry | None:
+    """A stored entry, or None (a miss) for anything that is not one: the key is shared with
+    other services, whose mistakes must not fail our reads."""
     try:
-        entry = orjson.loads(raw)
+        entry = CacheEntry.from_json(orjson.loads(raw))
     except orjson.JSONDecodeError as exc:
         log.warning("state cache: entry of %s is not JSON (%s): ignored", key, exc)
         return None
-    return entry if isinstance(entry, dict) else None
+    if entry is None:
+        log.warning("state cache: entry of %s is not a cache entry: ignored", key)
+    return entry
 
 
 class RedisStateCache:
@@ -618,7 +615,7 @@ class RedisStateCache:
             log.warning("state cache: Redis at %s cannot be reached yet: %s", url, _describe(exc))
         return cache
 
-    async def get(self, key: PanelKey) -> dict[str, Any] | None:
+    async def get(self, key: PanelKey) -> CacheEntry | None:
         try:
             raw = await _guarded(self._client.get(cache_key(key)))
             self._succeeded()
@@ -632,12 +629,12 @@ class RedisStateCache:
         self.hits += 1
         return entry
 
-    async def put(self, key: PanelKey, entry: dict[str, Any], ttl_seconds: int) -> None:
+    async def put(self, key: PanelKey, entry: CacheEntry, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:  # Redis refuses EX 0; an entry that may not live is no entry
             await self.drop(key)
             return
         try:
-            data = orjson.dumps(entry)
+            data = orjson.dumps(entry.to_json())
         except orjson.JSONEncodeError as exc:
             log.warning("state cache: entry of %s is not JSON (%s): not cached", key, exc)
             return

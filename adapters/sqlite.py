@@ -7,21 +7,27 @@ blocks on disk and writes are serialized without locks of our own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from crdt_state.errors import PanelNotFound, StaleEpoch, Unavailable
-from crdt_state.ports import (
+from crdt_state.errors import Unavailable
+from crdt_state.log_rules import (
+    BatchPanel,
+    StoredView,
+    number_batch,
+    panel_not_found,
+    stale_epoch,
+    stored_view,
+)
+from crdt_state.model import (
     Change,
     ChangeType,
     Checkpoint,
@@ -29,6 +35,7 @@ from crdt_state.ports import (
     LogEntry,
     PanelInfo,
     PanelKey,
+    PanelListing,
     PanelView,
     SnapshotRecord,
     TriggeredBy,
@@ -115,99 +122,6 @@ def _history_row(change: Change, version: int) -> tuple[Any, ...]:
         _micros(change.occurred_at),
         change.change_id,
     )
-
-
-# Shared with the PostgreSQL adapter, so that both logs number and refuse batches alike.
-
-
-def panel_not_found(key: PanelKey) -> PanelNotFound:
-    return PanelNotFound(f"Panel {key} does not exist or was deleted.", panel=str(key))
-
-
-def stale_epoch(key: PanelKey) -> StaleEpoch:
-    return StaleEpoch(
-        f"Panel {key} was deleted or re-created since it was loaded; load it again.",
-        panel=str(key),
-    )
-
-
-@dataclass(slots=True)
-class BatchPanel:
-    """The part of a panel's row that append() checks and advances, change by change."""
-
-    epoch: str
-    version: int
-    deleted: bool
-    changed: bool = False
-    updated_at: datetime | None = None
-    deleted_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class NumberedBatch:
-    versions: list[int]  # one per change of the batch, in order
-    new: list[tuple[Change, int]] = field(default_factory=list)  # to write, with their version
-
-
-def number_batch(
-    changes: Sequence[Change], panels: dict[PanelKey, BatchPanel], logged: dict[str, int]
-) -> NumberedBatch:
-    """Give each change its version; `panels` (locked by the caller) advance as they go.
-
-    A change whose id is in `logged`, or earlier in the batch, gets that version again and is
-    not written twice: a retried batch is committed exactly once. Every new change is checked
-    before anything is written, so a refused change (PanelNotFound, StaleEpoch) writes nothing.
-    """
-    known = dict(logged)
-    numbered = NumberedBatch(versions=[])
-    for change in changes:
-        version = known.get(change.change_id)
-        if version is None:
-            version = _advance(panels.get(change.key), change)
-            known[change.change_id] = version
-            numbered.new.append((change, version))
-        numbered.versions.append(version)
-    return numbered
-
-
-def _advance(panel: BatchPanel | None, change: Change) -> int:
-    if panel is None or panel.deleted:
-        raise panel_not_found(change.key)
-    if change.epoch != panel.epoch:
-        raise stale_epoch(change.key)
-    panel.version += 1
-    panel.changed = True
-    panel.updated_at = change.occurred_at
-    if change.change_type == ChangeType.DELETED:
-        panel.deleted, panel.deleted_at = True, change.occurred_at
-    return panel.version
-
-
-@dataclass(frozen=True, slots=True)
-class StoredView:
-    """A panel's JSON view as save_view() keeps it."""
-
-    canonical: bytes  # orjson with sorted keys: equal views give equal bytes
-    checksum: str  # SHA-256 of `canonical`, hex
-    leaves: int  # leaf values (scalars) in the view
-
-
-def stored_view(view: dict[str, Any]) -> StoredView:
-    canonical = orjson.dumps(view, option=orjson.OPT_SORT_KEYS)
-    return StoredView(canonical, hashlib.sha256(canonical).hexdigest(), count_leaves(view))
-
-
-def count_leaves(value: Any) -> int:
-    """Scalars in a JSON value; an empty object or array holds none."""
-    if isinstance(value, dict):
-        return _count_all(value.values())
-    if isinstance(value, list):
-        return _count_all(value)
-    return 1
-
-
-def _count_all(values: Iterable[Any]) -> int:
-    return sum(count_leaves(item) for item in values)
 
 
 @contextmanager
@@ -325,15 +239,12 @@ class SqliteUpdateLog:
     async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:
         await self._run(lambda db: self._save_checkpoint(db, key, epoch, checkpoint))
 
-    async def save_view(
-        self, key: PanelKey, epoch: str, version: int, view: dict[str, Any]
-    ) -> None:
-        stored = stored_view(view)  # on the caller's thread: the worker only writes
-        await self._run(lambda db: self._append(db, [], [(key, epoch, version, stored)]))
+    async def save_view(self, view: PanelView) -> None:
+        stored = stored_view(view.view)  # on the caller's thread: the worker only writes
+        entry = (view.key, view.epoch, view.version, stored)
+        await self._run(lambda db: self._append(db, [], [entry]))
 
-    async def list_panels(
-        self, workspace_id: str
-    ) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+    async def list_panels(self, workspace_id: str) -> list[PanelListing]:
         return await self._run(lambda db: _list_panels(db, workspace_id))
 
     async def record_snapshot(self, record: SnapshotRecord) -> None:
@@ -351,7 +262,7 @@ class SqliteUpdateLog:
         )
         await self._run(lambda db: _insert_snapshot(db, row))
 
-    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_snapshots(self, workspace_id: str, limit: int = 50) -> list[SnapshotRecord]:
         return await self._run(lambda db: _list_snapshots(db, workspace_id, max(limit, 0)))
 
     async def changed_workspaces(self) -> list[str]:
@@ -558,45 +469,38 @@ class SqliteUpdateLog:
             )
 
 
-# Snapshots (the rows beside the Git snapshots; see crdt_state/snapshot_service.py)
+# Snapshots (the rows beside the Git snapshots; see crdt_state/snapshots.py)
 
-SNAPSHOT_FIELDS = (
-    "snapshot_id",
-    "workspace_id",
-    "snapshot_type",
-    "description",
-    "panel_count",
-    "total_size_bytes",
-    "git_commit_hash",
-    "panel_versions",
-    "created_by",
-    "created_at",
-)
 _SNAPSHOT_COLUMNS = (
     "id, workspace_id, snapshot_type, description, panel_count, total_size_bytes,"
     " git_commit_hash, panel_versions, created_by, created_at"
 )
 
 
-def snapshot_row(values: Sequence[Any]) -> dict[str, Any]:
-    """A state_snapshots row as list_snapshots() answers it (panel_versions still raw)."""
-    row = dict(zip(SNAPSHOT_FIELDS, values, strict=True))
-    row["snapshot_id"] = str(row["snapshot_id"])
-    if isinstance(row["panel_versions"], str):
-        row["panel_versions"] = orjson.loads(row["panel_versions"])
-    return row
+def _snapshot_record(row: Sequence[Any]) -> SnapshotRecord:
+    snapshot_id, workspace_id, kind, description, count, size, sha, versions, by, at = row
+    return SnapshotRecord(
+        workspace_id=workspace_id,
+        snapshot_id=snapshot_id,
+        snapshot_type=kind,
+        description=description,
+        panel_count=count,
+        total_size_bytes=size,
+        git_commit_hash=sha,
+        panel_versions=orjson.loads(versions),
+        created_by=by,
+        created_at=_moment(at),
+    )
 
 
-def _list_panels(
-    db: sqlite3.Connection, workspace_id: str
-) -> list[tuple[str, int, str, dict[str, Any] | None]]:
+def _list_panels(db: sqlite3.Connection, workspace_id: str) -> list[PanelListing]:
     rows = db.execute(
         "SELECT panel_id, version, epoch, CASE WHEN state_version = version THEN state END"
         " FROM panels WHERE workspace_id = ? AND deleted_at IS NULL ORDER BY panel_id",
         (workspace_id,),
     ).fetchall()
     return [
-        (panel_id, version, epoch, None if view is None else orjson.loads(view))
+        PanelListing(panel_id, version, epoch, None if view is None else orjson.loads(view))
         for panel_id, version, epoch, view in rows
     ]
 
@@ -610,13 +514,13 @@ def _insert_snapshot(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         )
 
 
-def _list_snapshots(db: sqlite3.Connection, workspace_id: str, limit: int) -> list[dict[str, Any]]:
+def _list_snapshots(db: sqlite3.Connection, workspace_id: str, limit: int) -> list[SnapshotRecord]:
     rows = db.execute(
         f"SELECT {_SNAPSHOT_COLUMNS} FROM state_snapshots WHERE workspace_id = ?"
         " ORDER BY created_at DESC, rowid DESC LIMIT ?",
         (workspace_id, limit),
     ).fetchall()
-    return [snapshot_row((*row[:-1], _moment(row[-1]))) for row in rows]
+    return [_snapshot_record(row) for row in rows]
 
 
 def _changed_workspaces(db: sqlite3.Connection) -> list[str]:

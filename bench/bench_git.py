@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.git import GitSnapshotRepository
-from crdt_state.snapshots import canonical_json, panel_file_name, snapshot_message
+from crdt_state.snapshot_repository import canonical_json, panel_file_name, snapshot_message
 
 TARGETS = {"create_s": 2.0, "load_s": 1.0, "single_change_p50_ms": 15.0}
 SMALL_WORKSPACE = 20
@@ -266,7 +266,7 @@ def compare_pygit2_full_set(
     from pygit2.enums import FileMode
 
     from adapters.git import _panel_files
-    from crdt_state.snapshots import format_commit_message
+    from crdt_state.snapshot_repository import format_commit_message
 
     pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, fsync)
     path = str(root / f"pygit2-full-{fsync}.git")

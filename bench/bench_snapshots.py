@@ -44,12 +44,13 @@ from adapters.git import GitSnapshotRepository
 from adapters.local import LocalFanout
 from adapters.sqlite import SqliteUpdateLog
 from bench.bench_git import panel_view
-from crdt_state import edits
-from crdt_state.committer import Committer
-from crdt_state.edits import Attribution
-from crdt_state.ports import PanelKey, TriggeredBy, UpdateLog
+from crdt_state.config import Settings
+from crdt_state.model import Attribution, PanelKey, TriggeredBy
+from crdt_state.panels import PanelService
+from crdt_state.ports import Store
 from crdt_state.registry import RoomRegistry
-from crdt_state.snapshot_service import SnapshotService
+from crdt_state.server import Server
+from crdt_state.snapshots import SnapshotService
 
 TARGETS = {"create_s": 2.0, "load_current_s": 1.0, "load_commit_s": 1.0}
 WHO = Attribution(TriggeredBy.SYSTEM, "bench", "bench")
@@ -58,13 +59,14 @@ T = TypeVar("T")
 
 @dataclass
 class Stack:
-    store: UpdateLog
+    store: Store
     registry: RoomRegistry
     service: SnapshotService
+    panels: PanelService
     workspace: str
 
 
-async def open_store(root: Path, database_url: str | None) -> UpdateLog:
+async def open_store(root: Path, database_url: str | None) -> Store:
     if database_url is None:
         return await SqliteUpdateLog.open(root / "state.db")
     from adapters.postgres import PostgresUpdateLog
@@ -73,20 +75,16 @@ async def open_store(root: Path, database_url: str | None) -> UpdateLog:
 
 
 @asynccontextmanager
-async def stack(store: UpdateLog, git_root: Path, workspace: str) -> AsyncIterator[Stack]:
-    committer = Committer(store)
-    committer.start()
-    registry = RoomRegistry(store, LocalFanout(), committer, idle_seconds=0)
-    registry.start()
+async def stack(store: Store, git_root: Path, workspace: str) -> AsyncIterator[Stack]:
     repository = GitSnapshotRepository(git_root)
-    service = SnapshotService(store, registry, repository, interval_seconds=0)
+    settings = Settings(room_idle_seconds=0, snapshot_interval_seconds=0)
+    server = Server(store, LocalFanout(), repository, settings)
+    server.start()
     try:
-        yield Stack(store, registry, service, workspace)
+        yield Stack(store, server.registry, server.snapshots, server.panels, workspace)
     finally:
-        await service.close()
+        await server.close()  # rooms store their final view as they unload
         await repository.close()
-        await registry.close()  # rooms store their final view as they unload
-        await committer.close()
 
 
 async def timed(work: Awaitable[T]) -> tuple[float, T]:
@@ -97,15 +95,11 @@ async def timed(work: Awaitable[T]) -> tuple[float, T]:
 
 async def edit(built: Stack, panel: int, revision: int) -> int:
     key = PanelKey(built.workspace, f"panel-{panel}")
-    try:
-        room = await built.registry.open(key, create=False)
-    except Exception:
-        room = await built.registry.open(key, create=True, subject="bench")
-    result = await room.call(edits.replace, room, panel_view(panel, revision), WHO)
-    return await result.future if result.future is not None else room.version
+    result = await built.panels.replace(key, panel_view(panel, revision), WHO)
+    return result.version
 
 
-async def populate(store: UpdateLog, git_root: Path, workspace: str, panels: int) -> None:
+async def populate(store: Store, git_root: Path, workspace: str, panels: int) -> None:
     async with stack(store, git_root, workspace) as built:
         for start in range(0, panels, 100):
             chunk = range(start, min(start + 100, panels))

@@ -31,7 +31,8 @@ from pycrdt import Doc, Map, TransactionEvent
 
 from adapters.postgres import PostgresUpdateLog, migrate
 from adapters.sqlite import SqliteUpdateLog
-from crdt_state.ports import Change, ChangeType, PanelKey, UpdateLog
+from crdt_state.model import Change, ChangeType, PanelKey
+from crdt_state.ports import UpdateLog
 from crdt_state.replay import rebuild, write_checkpoint
 
 ADMIN_DSN_VARIABLE = "CRDT_STATE_BENCH_PG"

@@ -9,23 +9,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 
-from . import rest, snapshot_api
 from .auth import LOOPBACK, Authenticator
-from .committer import Committer
 from .config import Settings
-from .connection import CLOSE_SERVER_RESTART
 from .errors import StateError
+from .faces.context import Context
+from .faces.health import health_routes
+from .faces.http import state_error
+from .faces.rest import panel_routes
+from .faces.snapshots import snapshot_routes
+from .faces.state_socket import state_socket
+from .faces.yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
 from .idempotency import IdempotencyCache
-from .ports import Change, Fanout, StateCache, UpdateLog
-from .registry import RoomRegistry
-from .room import RoomSettings
-from .services import Services
-from .snapshot_service import SnapshotService
-from .snapshots import SnapshotRepository
-from .state_socket import state_socket
-from .yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
+from .ports import Fanout, SnapshotRepository, StateCache, Store
+from .server import Server
+from .status import CLOSE_SERVER_RESTART
 
 
 class App:
@@ -40,13 +39,13 @@ class App:
             params = yjs_path(scope["path"])
             if params is not None:
                 socket = YjsSocket(scope, receive, send, *params)
-                return await yjs_socket(socket, self.state.services)
+                return await yjs_socket(socket, self.state.context)
         await self.starlette(scope, receive, send)
 
 
 @dataclass(slots=True)
 class Adapters:
-    log: UpdateLog
+    log: Store
     fanout: Fanout
     cache: StateCache | None
     snapshots: SnapshotRepository
@@ -56,7 +55,7 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
     """Pick the adapters the settings ask for: the composition root's one decision."""
     from adapters.git import GitSnapshotRepository
 
-    log_store: UpdateLog
+    log_store: Store
     if settings.database_url:
         from adapters.postgres import PostgresUpdateLog
 
@@ -89,53 +88,32 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica_id = uuid.uuid4().hex[:12]
         parts = adapters or await open_adapters(settings, replica_id)
-        committer = Committer(parts.log, window_seconds=settings.commit_window_ms / 1000)
-        committer.start()
-        registry = RoomRegistry(
+        server = Server(
             parts.log,
             parts.fanout,
-            committer,
-            settings=RoomSettings(
-                checkpoint_every=settings.checkpoint_every,
-                max_awareness_bytes=settings.max_awareness_bytes,
-            ),
-            idle_seconds=settings.room_idle_seconds,
-            replica_id=replica_id,
-            cache=parts.cache,
-        )
-        registry.start()
-        snapshots = SnapshotService(
-            parts.log,
-            registry,
             parts.snapshots,
-            interval_seconds=settings.snapshot_interval_seconds,
+            settings,
+            cache=parts.cache,
+            replica_id=replica_id,
         )
-
-        def changed(change: Change, version: int) -> None:
-            snapshots.mark_changed(change.key.workspace_id)
-
-        committer.add_listener(changed)
-        snapshots.start()
+        server.start()
         origins = list(settings.allowed_origins) + ([LOOPBACK] if settings.dev else [])
-        app.state.snapshots = snapshots
-        app.state.services = Services(
+        app.state.context = Context(
             settings,
             auth,
+            server.panels,
+            server.registry,
+            parts.log,
             parts.log,
             parts.fanout,
-            committer,
-            registry,
             origins,
             IdempotencyCache(),
-            cache=parts.cache,
-            snapshots=snapshots,
+            snapshots=server.snapshots,
         )
         try:
             yield
         finally:
-            await snapshots.close()
-            await registry.close(CLOSE_SERVER_RESTART)
-            await committer.close()
+            await server.close(CLOSE_SERVER_RESTART)
             if adapters is None:
                 await parts.snapshots.close()
                 await parts.log.close()
@@ -145,19 +123,12 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
 
     starlette = Starlette(
         routes=[
-            Route("/health", rest.health),
-            Route("/ready", rest.ready),
-            Route("/metrics", rest.metrics),
-            *snapshot_api.snapshot_routes(),
-            Route("/api/state/{workspace}/{panel}", rest.get_state, methods=["GET"]),
-            Route("/api/state/{workspace}/{panel}", rest.put_state, methods=["PUT"]),
-            Route("/api/state/{workspace}/{panel}", rest.patch_state, methods=["PATCH"]),
-            Route("/api/state/{workspace}/{panel}", rest.delete_state, methods=["DELETE"]),
-            Route("/api/state/{workspace}/{panel}/history", rest.get_history, methods=["GET"]),
-            Route("/api/state/{workspace}/{panel}/revert", rest.revert_state, methods=["POST"]),
+            *health_routes(),
+            *snapshot_routes(),
+            *panel_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
-        exception_handlers={StateError: rest.state_error},
+        exception_handlers={StateError: state_error},
         lifespan=lifespan,
     )
     return App(starlette)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from .errors import Unavailable
-from .ports import Change, PanelKey, PanelView, UpdateLog
+from .model import Change, PanelKey, PanelView
+from .ports import Probe, UpdateLog
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,14 @@ class Committer:
     def __init__(
         self,
         log_store: UpdateLog,
+        probe: Probe | None = None,
         *,
         window_seconds: float = 0.01,
         max_batch: int = 2000,
         max_backoff_seconds: float = 5.0,
     ) -> None:
         self.log = log_store
+        self.probe = probe
         self.window_seconds = window_seconds
         self.max_batch = max_batch
         self.max_backoff_seconds = max_backoff_seconds
@@ -49,39 +51,36 @@ class Committer:
         self._writing = False
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[Change, int], None]] = []
         self.healthy = True
         self.committed = 0
         self.batches = 0
 
     def start(self, probe_seconds: float = 1.0) -> None:
         self._task = asyncio.create_task(self._run(), name="committer")
-        if probe_seconds > 0:
+        if probe_seconds > 0 and self.probe is not None:
             self._probe = asyncio.create_task(self._watch(probe_seconds), name="log probe")
 
     async def _watch(self, every: float) -> None:
         """Ping the store now and then, so writes are refused up front while it is down."""
+        assert self.probe is not None
         while True:
             await asyncio.sleep(every)
             try:
-                await self.log.ping()
+                await self.probe.ping()
             except Exception:
                 self.healthy = False
             else:
                 if not self._queue:  # with a backlog, health returns with the next commit
                     self.healthy = True
 
-    def add_listener(self, listener: Callable[[Change, int], None]) -> None:
-        """Call `listener(change, version)` after each commit (must not raise or block)."""
-        self._listeners.append(listener)
-
-    def submit(self, change: Change, *, urgent: bool = False) -> asyncio.Future[int]:
+    def submit(self, change: Change) -> asyncio.Future[int]:
         """Queue a change; the future resolves with its version once it is committed.
 
-        `urgent`: somebody waits for this commit, write it now instead of after the window."""
+        An urgent change (somebody waits for its commit) is written now, not after the
+        window."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append((change, future))
-        if urgent:
+        if change.urgent:
             self._wakeup.set()
         else:
             self._arm()
@@ -190,11 +189,9 @@ class Committer:
                 return
             self.batches += 1
             self.committed += len(batch)
-            for (change, future), version in zip(batch, versions, strict=True):
+            for (_, future), version in zip(batch, versions, strict=True):
                 if not future.done():
                     future.set_result(version)
-                for listener in self._listeners:
-                    listener(change, version)
             return
 
 

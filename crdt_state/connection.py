@@ -19,19 +19,9 @@ from typing import Any, Protocol
 from starlette.websockets import WebSocketState
 
 from .auth import Principal
+from .status import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 
 log = logging.getLogger(__name__)
-
-CLOSE_NORMAL = 1000
-CLOSE_SERVER_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
-CLOSE_BAD_MESSAGE = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_STALE_EPOCH = 4409
-CLOSE_TOO_LARGE = 4413
-CLOSE_RATE_LIMITED = 4429
 
 
 class FrameSocket(Protocol):

@@ -1,7 +1,7 @@
 """JSON Patch on a panel's Y doc: the smallest structural change that gives the patched JSON.
 
-`apply_to_doc` replays operations already checked on the JSON view (jsonpatch.apply_to_json,
-pure) on the Y doc: objects merge key by key and unchanged values keep their Y identity, so a
+`write_plan` replays a patch already checked on the JSON view (jsonpatch.plan_patch, pure)
+on the Y doc: objects merge key by key and unchanged values keep their Y identity, so a
 concurrent edit of a sibling field survives. `replace_document` does the same for a whole root.
 """
 
@@ -17,51 +17,34 @@ from .errors import InvalidPatch, InvalidValue, PathNotFound
 from .jsonpatch import (
     MISSING,
     Operation,
-    apply_operation,
+    PatchPlan,
     json_equal,
     json_type,
+    plan_patch,
     value_at,
-    with_added,
-    with_removed,
 )
 from .values import check_json, escape_token
 
 
-def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
-    """Replay ops on the doc. `before` must be the panel's current JSON view, on which
-    check_panel_paths and apply_to_json already accepted `ops`: an error here would leave
-    the transaction half done.
+def write_plan(panel: PanelDoc, plan: PatchPlan) -> None:
+    """Replay a checked patch (jsonpatch.plan_patch on the panel's current JSON view, after
+    check_panel_paths) on the doc, step by step: an error here would leave the transaction
+    half done, so nothing is checked here that the plan did not check already.
 
     Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it).
     """
-    current = before
     with panel.doc.transaction():
-        for op in ops:
-            current = _apply_doc(panel, op, current)
+        for step in plan.steps:
+            if step.kind == "remove":
+                _doc_remove(panel, step.path, step.before, step.after)
+            else:
+                views = (step.before, step.after)
+                _doc_write(panel, step.path, views, step.value, insert=step.kind == "add")
 
 
-def _apply_doc(panel: PanelDoc, op: Operation, current: Any) -> Any:
-    if op.op == "test":
-        return current
-    if op.op in ("add", "replace"):
-        after = apply_operation(current, op)
-        _doc_write(panel, op.path, (current, after), op.value, insert=op.op == "add")
-        return after
-    if op.op == "remove":
-        after = with_removed(current, op.path, op)
-        _doc_remove(panel, op.path, current, after)
-        return after
-    assert op.from_path is not None
-    if op.op == "move" and op.from_path == op.path:
-        return current
-    value = value_at(current, op.from_path, op)
-    if op.op == "move":
-        middle = with_removed(current, op.from_path, op)
-        _doc_remove(panel, op.from_path, current, middle)
-        current = middle
-    after = with_added(current, op.path, value, op)
-    _doc_write(panel, op.path, (current, after), value, insert=True)
-    return after
+def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
+    """Check `ops` against `before` (the panel's current JSON view) and replay them."""
+    write_plan(panel, plan_patch(before, ops))
 
 
 def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:

@@ -1,7 +1,8 @@
 """RFC 6902 JSON Patch: parse, apply to plain JSON, invert; its Y-doc half is doc_patch.py.
 
-A request is validated in full on the JSON view (`apply_to_json`, pure) before anything
-touches the doc, because CRDT transactions cannot roll back.
+A request is checked in full on the JSON view (`plan_patch`, pure) before anything touches
+the doc, because CRDT transactions cannot roll back. That one pass gives the result, the
+inverse and the steps the doc replays.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, NoReturn
 
 from .document import VIEW_ROOTS
 from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
-from .values import MAX_DEPTH, check_json, escape_token
+from .values import MAX_DEPTH, check_json, escape_token, normalize_numbers
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
 PATCH_ERRORS = (InvalidPatch, PathNotFound, TestFailed, InvalidValue)
@@ -114,6 +115,10 @@ def _parse_operation(index: int, item: object) -> Operation:
             _fail(InvalidPatch, op, "the 'value' member is missing.")
         op = replace(op, value=item["value"])
     _check_operation(op)
+    if name in ("add", "replace", "test"):
+        # Integral floats as the doc renders them (1.0 -> 1): the view kept from this patch
+        # must read exactly as a fresh render of the doc would.
+        op = replace(op, value=normalize_numbers(op.value))
     return op
 
 
@@ -363,30 +368,60 @@ def _check_root_target(op: Operation) -> None:
         _fail(InvalidPatch, op, f"a root must stay an object, not {json_type(op.value)}.")
 
 
-# -- undo --------------------------------------------------------------------------------------
+# -- one pass: the result, its inverse, and the steps the doc replays ------------------------
 
 
-def inverse_patch(before: Any, ops: Iterable[Operation]) -> list[dict[str, Any]]:
-    """A JSON Patch that turns the result of `ops` on `before` back into `before`.
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One primitive change of a patch (move = remove + add, copy = add), with the document
+    just before and just after it: what the Y doc needs to replay it (doc_patch.py)."""
 
-    Each operation is split into primitive steps (move = remove + add, copy = add), each
-    step's inverse is taken against the document just before it, and the inverses run in
-    reverse order. Array "-" is resolved to the index it meant.
+    kind: str  # add | remove | replace
+    path: list[str]
+    value: Any
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PatchPlan:
+    """A patch checked against a document: the result, the inverse, the primitive steps."""
+
+    after: Any
+    inverse: list[dict[str, Any]]
+    steps: list[Step]
+
+
+def plan_patch(before: Any, ops: Iterable[Operation]) -> PatchPlan:
+    """Apply `ops` to plain JSON once, keeping what every consumer needs of that pass.
+
+    Raises (PathNotFound, TestFailed, InvalidValue, InvalidPatch) naming the failing
+    operation, before anything could have been touched. The inverse turns the result back
+    into `before`: each step's inverse is taken against the document just before it, and
+    the inverses run in reverse order; array "-" is resolved to the index it meant.
     """
+    steps: list[Step] = []
     undo: list[dict[str, Any]] = []
     current = before
     for op in ops:
+        if op.op == "test":
+            apply_operation(current, op)
+            continue
         for kind, tokens, value in _steps(current, op):
+            after = _apply_step(current, kind, tokens, value, op)
             undo.append(_invert_step(current, kind, tokens, op))
-            step = Operation(op.index, kind, tokens, format_pointer(tokens), value=value)
-            current = apply_operation(current, step)
+            steps.append(Step(kind, tokens, value, current, after))
+            current = after
     undo.reverse()
-    return undo
+    return PatchPlan(current, undo, steps)
+
+
+def inverse_patch(before: Any, ops: Iterable[Operation]) -> list[dict[str, Any]]:
+    """A JSON Patch that turns the result of `ops` on `before` back into `before`."""
+    return plan_patch(before, ops).inverse
 
 
 def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
-    if op.op == "test":
-        return []
     if op.op in ("add", "remove", "replace"):
         return [(op.op, op.path, op.value)]
     assert op.from_path is not None
@@ -396,6 +431,17 @@ def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
     if op.from_path == op.path:
         return []
     return [("remove", op.from_path, None), ("add", op.path, value)]
+
+
+def _apply_step(current: Any, kind: str, tokens: list[str], value: Any, op: Operation) -> Any:
+    # Errors name the operation as the caller wrote it, not the step.
+    if kind == "remove":
+        return with_removed(current, tokens, op)
+    if kind == "replace":
+        return _replace(current, tokens, value, op)
+    if op.op in ("move", "copy"):
+        _check_depth(value, op)
+    return with_added(current, tokens, value, op)
 
 
 def _invert_step(current: Any, kind: str, tokens: list[str], op: Operation) -> dict[str, Any]:

@@ -155,3 +155,14 @@ def encode_awareness(entries: list[AwarenessEntry]) -> bytes:
         parts.append(write_var_uint(entry.clock))
         parts.append(write_var_bytes(entry.state.encode("utf-8")))
     return b"".join(parts)
+
+
+def decode_state_vector(encoded: bytes) -> dict[int, int]:
+    """A Yjs state vector as {client: clock}: its encoding has no fixed order, so two equal
+    vectors may differ byte for byte."""
+    count, pos = read_var_uint(encoded, 0)
+    vector: dict[int, int] = {}
+    for _ in range(count):
+        client, pos = read_var_uint(encoded, pos)
+        vector[client], pos = read_var_uint(encoded, pos)
+    return vector

@@ -10,8 +10,9 @@ import asyncio
 
 from pycrdt import Doc
 
-from crdt_state.errors import StaleEpoch
-from crdt_state.ports import Checkpoint, LoadedPanel, PanelKey, UpdateLog
+from .errors import StaleEpoch
+from .model import Checkpoint, LoadedPanel, PanelKey
+from .ports import UpdateLog
 
 
 def rebuild(loaded: LoadedPanel) -> Doc:

@@ -1,338 +1,298 @@
-"""Git snapshots of a workspace: the port, the file layout and the commit-message format.
+"""Git snapshots of workspaces as a service: taken on request, before an AI edit and every few
+minutes for workspaces that changed (auto_snapshots.py); read back; panels restored from them.
 
-Each workspace is one Git repository; each panel is one file `panels/{name}.json` holding the
-panel's JSON view in a canonical form, so a diff between two commits shows only real changes.
-No Git library is imported here: `adapters/git.py` implements `SnapshotRepository`.
-See docs/GIT.md.
+Core only: the composition root hands in the SnapshotRepository (adapters/git.py) and the
+snapshot catalogue. Live panels are read, and restores applied, through the panel service, so
+connected Yjs clients see a restore as one more forward change. Nothing here ever rewrites
+the log. See docs/GIT.md, "The snapshot service".
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
-from urllib.parse import unquote
+import asyncio
+import functools
+import logging
+import time
+import uuid
+import weakref
+from typing import Any
 
-import orjson
+from .auto_snapshots import AutoSnapshots
+from .errors import StateError, Unavailable
+from .model import Attribution, JSONObject, PanelKey, PanelState, utcnow
+from .panels import PanelService
+from .ports import ReadModel, SnapshotCatalogue, SnapshotRepository
+from .room import Room
+from .snapshot_records import (
+    CommitState,
+    RestoredPanel,
+    SnapshotResult,
+    author_name,
+    bounded,
+    check_request,
+    encode_panels,
+    head_json,
+    parse_files,
+    pick,
+    raise_if_incomplete,
+    snapshot_json,
+    snapshot_record,
+)
+from .snapshot_repository import (
+    CommitResult,
+    RepositoryCorrupt,
+    check_sha,
+    panel_versions,
+    snapshot_message,
+)
 
-from .errors import BadRequest, InvalidValue, StateError, Unavailable
+log = logging.getLogger(__name__)
 
-PANELS_DIR = "panels"
-PANEL_SUFFIX = ".json"
-PANEL_VERSION_TRAILER = "Panel-Version"
-MAX_WORKSPACE_NAME = 200  # encoded; leaves room for ".git" under the usual 255-byte limit
-CHANGED_LISTED = 20  # panel ids named in a message body; the rest are counted
-
-_SHA = re.compile(r"[0-9a-fA-F]{4,40}")
-_TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-_TRAILER_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*): (.*)")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-_SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
-_DOT = ord(".")
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-class MalformedSha(BadRequest):
-    """Not a commit id at all: 4 to 40 hexadecimal digits are expected."""
-
-    code = "malformed_sha"
-
-
-class AmbiguousSha(BadRequest):
-    code = "ambiguous_sha"
-
-
-class InvalidName(BadRequest):
-    """A workspace or panel name that cannot be stored (empty, path traversal...)."""
-
-    code = "invalid_name"
-
-
-class CommitNotFound(StateError):
-    """No such commit in this workspace's repository.
-
-    A commit of another workspace is reported the same way: repositories are separate, and
-    probing the others would tell a caller about workspaces it may not be allowed to see.
-    """
-
-    code = "commit_not_found"
-    status = 404
+ROOM_WAIT_SECONDS = 10.0  # a live room that does not answer in time fails the snapshot
+READ_CONCURRENCY = 8  # live rooms asked, or panels rebuilt from the log, at a time
+RESTORE_CONCURRENCY = 8
+RECENT_SNAPSHOTS = 20
 
 
-class RepositoryCorrupt(StateError):
-    """The repository is damaged (missing object, garbled ref); an operator must look."""
+class SnapshotService:
+    """Snapshots of the workspaces this replica serves. The repository belongs to the
+    caller (the composition root closes it after `close()`)."""
 
-    code = "repository_corrupt"
-    status = 500
-
-
-class RepositoryBusy(Unavailable):
-    """The branch kept moving (or stayed locked) under us; the caller may retry later."""
-
-    code = "repository_busy"
-
-
-class GitCommandFailed(StateError):
-    code = "git_failed"
-    status = 500
-
-
-# --- values -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    sha: str
-    created: bool  # False: the state equals the head's, `sha` is the existing head
-    changed_panels: list[str]  # added, modified or removed panel ids, sorted
-
-
-@dataclass(slots=True)
-class WorkspaceSnapshot:
-    sha: str | None  # None: the workspace has no snapshot yet
-    panels: dict[str, bytes]  # panel id -> canonical JSON bytes
-    committed_at: datetime | None
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CommitInfo:
-    sha: str
-    parents: list[str]
-    author: str
-    committed_at: datetime
-    message: str
-
-    @property
-    def subject(self) -> str:
-        return self.message.split("\n", 1)[0]
-
-    @property
-    def panel_versions(self) -> dict[str, int]:
-        return panel_versions(self.message)
-
-
-Trailers = Mapping[str, str] | Sequence[tuple[str, str]]
-
-
-class SnapshotRepository(Protocol):
-    """Where workspace snapshots are kept: one Git repository per workspace."""
-
-    async def commit(
+    def __init__(
         self,
-        workspace: str,
-        panels: Mapping[str, bytes],
-        message: str,
-        trailers: Trailers,
-        author: str,
-    ) -> CommitResult:
-        """Snapshot the FULL set of panels (panel id -> canonical JSON bytes).
-
-        Panels absent from `panels` are removed from the tree. An unchanged state makes no
-        commit: the result carries the existing head and created=False. `trailers` are
-        appended to `message` as Git trailers. `author` is "Name <email>" or a plain name.
-        """
-        ...
-
-    async def read(self, workspace: str, sha: str | None = None) -> WorkspaceSnapshot:
-        """The workspace as of commit `sha` (4–40 hex digits; None = head), read from the
-        commit's tree without touching any work tree. An empty workspace gives sha None.
-
-        MalformedSha, AmbiguousSha, CommitNotFound, InvalidName, RepositoryCorrupt."""
-        ...
-
-    async def history(self, workspace: str, limit: int = 50) -> list[CommitInfo]:
-        """The newest `limit` snapshots, newest first (first-parent line of the branch)."""
-        ...
-
-    async def check(self, workspace: str) -> str | None:
-        """A sentence describing what is wrong with the repository, or None. Never raises."""
-        ...
-
-    async def push_status(self, workspace: str) -> dict[str, Any]:
-        """The state of the background push to the workspace's remote (JSON-ready)."""
-        ...
-
-    async def gc(self, workspace: str) -> None:
-        """Compact the repository (`git gc`); for a scheduler, never on the write path."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-# --- canonical JSON -----------------------------------------------------------------------
-
-
-def canonical_json(view: Any) -> bytes:
-    """The one byte form of a JSON view: sorted keys, two-space indent, newline at the end,
-    non-ASCII kept as UTF-8. Equal views give equal bytes, so equal blobs in Git.
-
-    Views are checked by crdt_state.values before they reach a document, so non-finite
-    numbers never get here (orjson would write them as null)."""
-    try:
-        return orjson.dumps(
-            view, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+        panels: PanelService,
+        read_model: ReadModel,
+        catalogue: SnapshotCatalogue,
+        repository: SnapshotRepository,
+        *,
+        interval_seconds: float = 300.0,
+        concurrency: int = 2,
+        check_ttl_seconds: float = 10.0,
+    ) -> None:
+        self.panels = panels
+        self.read_model = read_model
+        self.catalogue = catalogue
+        self.repository = repository
+        self.check_ttl_seconds = check_ttl_seconds
+        self.auto = AutoSnapshots(
+            catalogue,
+            functools.partial(self.create, snapshot_type="auto"),
+            interval_seconds=interval_seconds,
+            concurrency=concurrency,
         )
-    except orjson.JSONEncodeError as exc:
-        raise InvalidValue(f"The view cannot be written as JSON: {exc}.") from exc
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._touched: set[str] = set()
+        self._checked: tuple[float, dict[str, Any]] | None = None
 
+    def start(self) -> None:
+        self.auto.start()
 
-# --- names --------------------------------------------------------------------------------
+    async def close(self) -> None:
+        await self.auto.close()
 
+    def mark_changed(self, workspace_id: str) -> None:
+        self.auto.mark_changed(workspace_id)
 
-def encode_name(name: str) -> str:
-    """A file-name-safe, reversible form of a panel or workspace name.
+    async def run_auto_round(self) -> dict[str, str | None]:
+        return await self.auto.run_round()
 
-    Every UTF-8 byte outside [A-Za-z0-9._-] becomes %XX (upper-case hex), and so does a
-    leading dot: "." / ".." / ".git" can never appear as a path component. Names that are
-    already safe stay as they are, so ordinary ids read naturally in `git log`."""
-    if _SAFE_NAME.fullmatch(name):
-        return name  # the usual case, and the hot one: every panel of every snapshot
-    if not name:
-        raise InvalidName("A name must not be empty.")
-    try:
-        raw = name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidName(f"The name {name!r} is not valid Unicode text.") from exc
-    return "".join(
-        chr(byte) if byte in _SAFE_BYTES and not (index == 0 and byte == _DOT) else f"%{byte:02X}"
-        for index, byte in enumerate(raw)
-    )
+    # --- taking snapshots -----------------------------------------------------------------
 
+    async def create(
+        self,
+        workspace_id: str,
+        *,
+        snapshot_type: str = "manual",
+        description: str | None = None,
+        commit_to_git: bool = True,
+        subject: str | None = None,
+    ) -> SnapshotResult:
+        """Snapshot every live panel of the workspace, commit it (unless unchanged) and keep
+        a state_snapshots row (an automatic snapshot only when it made a commit)."""
+        check_request(snapshot_type, description)
+        self._touched.add(workspace_id)
+        async with self._lock(workspace_id):  # read and commit in order: heads never go back
+            started = utcnow()
+            panels = await self.collect(workspace_id)
+            files = await asyncio.to_thread(encode_panels, panels)
+            result = SnapshotResult(
+                workspace_id,
+                snapshot_type,
+                description,
+                {p.key.panel_id: p.version for p in panels},
+                sum(len(data) for data in files.values()),
+                started,
+                subject,
+            )
+            if commit_to_git:
+                commit = await self._commit(result, files)
+                if commit is not None:
+                    result.git_commit_hash, result.created = commit.sha, commit.created
+                    result.changed_panels = commit.changed_panels
+            if snapshot_type != "auto" or result.created:
+                result.snapshot_id = str(uuid.uuid4())
+                await self.catalogue.record_snapshot(snapshot_record(result))
+            return result
 
-def decode_name(encoded: str) -> str:
-    """The inverse of encode_name; ValueError for anything encode_name cannot have written
-    (so one name has exactly one file name)."""
-    try:
-        name = unquote(encoded, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{encoded!r} does not decode to UTF-8 text") from exc
-    if not name or encode_name(name) != encoded:
-        raise ValueError(f"{encoded!r} is not an encoded name")
-    return name
-
-
-def panel_file_name(panel_id: str) -> str:
-    """The name of the panel's file inside `panels/`."""
-    return encode_name(panel_id) + PANEL_SUFFIX
-
-
-def panel_id_from_file_name(file_name: str) -> str:
-    """The panel id a file of `panels/` holds; ValueError if it is not one of ours."""
-    if not file_name.endswith(PANEL_SUFFIX):
-        raise ValueError(f"{file_name!r} is not a panel file")
-    return decode_name(file_name[: -len(PANEL_SUFFIX)])
-
-
-def workspace_dir_name(workspace: str) -> str:
-    """The folder of the workspace's bare repository under the root, `{encoded}.git`.
-
-    Path-like names are refused outright rather than encoded: a caller sending "../x" or
-    "/etc" is either confused or probing, and should hear about it."""
-    if not workspace or workspace in (".", "..") or any(c in workspace for c in "/\\\0"):
-        raise InvalidName(
-            f"The workspace name {workspace!r} is not allowed: it must be non-empty, "
-            "not '.' or '..', and contain no '/', '\\' or NUL.",
+    async def snapshot_before_edit(self, workspace_id: str, subject: str | None) -> SnapshotResult:
+        """A `pre_ai_edit` snapshot, for a PATCH with "snapshotBefore": true (call it before
+        applying; raises like create() does, e.g. RepositoryCorrupt or Unavailable)."""
+        by = f" by {subject}" if subject else ""
+        return await self.create(
+            workspace_id,
+            snapshot_type="pre_ai_edit",
+            description=f"Before an AI edit{by}.",
+            subject=subject,
         )
-    encoded = encode_name(workspace)
-    if len(encoded) > MAX_WORKSPACE_NAME:
-        raise InvalidName(f"The workspace name is too long ({len(encoded)} encoded bytes).")
-    return encoded + ".git"
 
+    async def _commit(self, result: SnapshotResult, files: dict[str, bytes]) -> CommitResult | None:
+        workspace = result.workspace_id
+        # Never build on a damaged repository: a commit would carry the damage forward.
+        problem = await self.repository.check(workspace)
+        if problem is not None:
+            raise RepositoryCorrupt(f"The snapshot repository of {workspace!r}: {problem}")
+        head = await self.repository.history(workspace, 1)
+        if not files and not head:
+            return None  # nothing to keep: no empty first commit
+        before = head[0].panel_versions if head else {}
+        now = result.panel_versions
+        changed = [p for p in sorted(now.keys() | before.keys()) if now.get(p) != before.get(p)]
+        message, trailers = snapshot_message(result.snapshot_type, result.description, now, changed)
+        author = author_name(result.created_by)
+        return await self.repository.commit(workspace, files, message, trailers, author)
 
-def check_sha(sha: str) -> str:
-    """The commit id in lower case; MalformedSha unless it is 4 to 40 hex digits."""
-    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
-        raise MalformedSha(
-            f"{sha!r} is not a commit id: 4 to 40 hexadecimal digits are expected.", sha=str(sha)
-        )
-    return sha.lower()
+    def _lock(self, workspace_id: str) -> asyncio.Lock:
+        lock = self._locks.get(workspace_id)
+        if lock is None:
+            lock = self._locks[workspace_id] = asyncio.Lock()
+        return lock
 
+    # --- reading the live state -----------------------------------------------------------
 
-# --- messages and trailers ----------------------------------------------------------------
+    async def collect(self, workspace_id: str) -> list[PanelState]:
+        """Every live panel of the workspace, by id: the view of its room when the room is
+        live in this replica (settled first), else the stored view when it is current, else
+        the log replayed."""
+        ready: list[PanelState] = []
+        slow: list[tuple[PanelKey, Room | None]] = []
+        for listing in await self.read_model.list_panels(workspace_id):
+            key = PanelKey(workspace_id, listing.panel_id)
+            room = self.panels.live_room(key)
+            if room is not None and room.deleted:
+                continue  # deleted here, the log has not caught up yet
+            if room is None and listing.view is not None:
+                ready.append(PanelState(key, listing.view, listing.version, listing.epoch))
+                continue
+            slow.append((key, room))
+        jobs = [functools.partial(self._read_panel, key, room) for key, room in slow]
+        found = await bounded(READ_CONCURRENCY, jobs)
+        states = ready + [state for state in found if state is not None]
+        states.sort(key=lambda state: state.key.panel_id)
+        return states
 
-
-def snapshot_message(
-    snapshot_type: str,
-    description: str | None,
-    panel_versions: Mapping[str, int],
-    changed: Sequence[str],
-) -> tuple[str, list[tuple[str, str]]]:
-    """(message, trailers) for commit(): a subject saying what changed, the description,
-    the changed panel ids, and one `Panel-Version: {id}@{version}` trailer per panel, so a
-    commit maps back to positions in each panel's log."""
-    if not snapshot_type or "\n" in snapshot_type or "\r" in snapshot_type:
-        raise BadRequest(f"The snapshot type {snapshot_type!r} must be one non-empty line.")
-    count = len(changed)
-    subject = f"snapshot ({snapshot_type}): {count} panel{'' if count == 1 else 's'} changed"
-    paragraphs = [subject]
-    if description and description.strip():
-        paragraphs.append(description.strip())
-    if changed:
-        paragraphs.append("Changed: " + _listing(sorted(changed)))
-    return "\n\n".join(paragraphs), panel_version_trailers(panel_versions)
-
-
-def _listing(panel_ids: list[str]) -> str:
-    names = ", ".join(encode_name(p) for p in panel_ids[:CHANGED_LISTED])
-    more = len(panel_ids) - CHANGED_LISTED
-    return f"{names} and {more} more" if more > 0 else names
-
-
-def panel_version_trailers(panel_versions: Mapping[str, int]) -> list[tuple[str, str]]:
-    # Ids are encoded so that a trailer value never holds a newline, and '@' (encoded as %40)
-    # can only be the separator before the version.
-    return [
-        (PANEL_VERSION_TRAILER, f"{encode_name(panel_id)}@{int(version)}")
-        for panel_id, version in sorted(panel_versions.items())
-    ]
-
-
-def format_commit_message(message: str, trailers: Trailers) -> str:
-    """The full commit message: `message`, a blank line, then one `Key: value` per trailer
-    (the block `git interpret-trailers --parse` reads back)."""
-    body = message.strip("\n")
-    if not body.strip():
-        raise BadRequest("A snapshot needs a commit message.")
-    pairs = list(trailers.items()) if isinstance(trailers, Mapping) else list(trailers)
-    if not pairs:
-        return body + "\n"
-    for key in {key for key, _ in pairs}:  # a thousand trailers share one or two keys
-        if not _TRAILER_KEY.fullmatch(key):
-            raise BadRequest(f"The trailer key {key!r} must be letters, digits and '-'.")
-    block = "\n".join(f"{key}: {value}" for key, value in pairs)
-    if block.count("\n") != len(pairs) - 1 or "\r" in block:
-        raise BadRequest("Every trailer value must be one line.")
-    return f"{body}\n\n{block}\n"
-
-
-def parse_trailers(message: str) -> list[tuple[str, str]]:
-    """The trailers of a commit message: its last paragraph, if every line is `Key: value`."""
-    paragraphs = message.strip("\n").split("\n\n")
-    if len(paragraphs) < 2:
-        return []  # a subject alone is never a trailer block
-    pairs = []
-    for line in paragraphs[-1].split("\n"):
-        match = _TRAILER_LINE.fullmatch(line)
-        if match is None:
-            return []
-        pairs.append((match.group(1), match.group(2)))
-    return pairs
-
-
-def panel_versions(message: str) -> dict[str, int]:
-    """Panel id -> version, from the `Panel-Version` trailers of a commit message."""
-    versions: dict[str, int] = {}
-    for key, value in parse_trailers(message):
-        if key.lower() != PANEL_VERSION_TRAILER.lower():
-            continue
-        encoded, _, version = value.rpartition("@")
+    async def _read_panel(self, key: PanelKey, room: Room | None) -> PanelState | None:
+        if room is None:
+            return await self.panels.replayed(key)
         try:
-            versions[decode_name(encoded)] = int(version)
-        except ValueError:
-            continue  # not written by snapshot_message; nothing to map back to
-    return versions
+            async with asyncio.timeout(ROOM_WAIT_SECONDS):  # no task per panel, unlike wait_for
+                state = await self.panels.room_state(room)
+        except TimeoutError:
+            raise Unavailable(
+                f"Panel {key} did not answer within {ROOM_WAIT_SECONDS:.0f} s "
+                "(its changes are still being committed); try again.",
+                retryAfter=5,
+            ) from None
+        if state is None and not room.deleted:  # unloaded meanwhile: its view is stored now
+            return await self.panels.replayed(key)
+        return state
+
+    # --- reading a commit -----------------------------------------------------------------
+
+    async def at_commit(self, workspace_id: str, sha: str) -> CommitState:
+        """The workspace as commit `sha` of its own repository holds it."""
+        self._touched.add(workspace_id)
+        snapshot = await self.repository.read(workspace_id, check_sha(sha))
+        assert snapshot.sha is not None  # a sha was asked for: found, or CommitNotFound
+        views = await asyncio.to_thread(parse_files, snapshot.panels)
+        message = snapshot.message or ""
+        return CommitState(
+            workspace_id,
+            snapshot.sha,
+            snapshot.committed_at,
+            message.split("\n", 1)[0],
+            views,
+            panel_versions(message),
+        )
+
+    # --- restoring ------------------------------------------------------------------------
+
+    async def restore(
+        self, workspace_id: str, sha: str, panel_ids: list[str] | None, who: Attribution
+    ) -> tuple[str, dict[str, RestoredPanel]]:
+        """Make panels equal to their view in commit `sha` (all of the commit's panels by
+        default) through forward changes (change type `reverted`, trigger source
+        `git:<sha>`). A panel of the commit that is gone is created again; panels not in the
+        commit are left alone. Returns the full sha and the new version of each panel."""
+        state = await self.at_commit(workspace_id, sha)
+        views = pick(state, panel_ids)
+        source = Attribution(who.triggered_by, f"git:{state.sha}", who.subject)
+        jobs = [
+            functools.partial(self._try_restore, PanelKey(workspace_id, p), view, source)
+            for p, view in views.items()
+        ]
+        outcomes = await bounded(RESTORE_CONCURRENCY, jobs)
+        done = dict(zip(views, outcomes, strict=True))
+        raise_if_incomplete(state.sha, done)
+        return state.sha, {p: r for p, r in done.items() if isinstance(r, RestoredPanel)}
+
+    async def _try_restore(
+        self, key: PanelKey, view: JSONObject, who: Attribution
+    ) -> RestoredPanel | StateError:
+        try:
+            result = await self.panels.restore(key, view, who)
+        except StateError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("restoring panel %s failed", key)
+            return StateError(f"Restoring panel {key} failed: {type(exc).__name__}.")
+        return RestoredPanel(result.version, result.epoch, result.created, result.changed)
+
+    # --- status and health ----------------------------------------------------------------
+
+    async def status(self, workspace_id: str) -> dict[str, Any]:
+        """Head, repository health, push state, automatic snapshots, recent snapshot rows."""
+        self._touched.add(workspace_id)
+        problem = await self.repository.check(workspace_id)
+        head = None
+        if problem is None:
+            history = await self.repository.history(workspace_id, 1)
+            head = head_json(history[0]) if history else None
+        rows = await self.catalogue.list_snapshots(workspace_id, RECENT_SNAPSHOTS)
+        return {
+            "workspaceId": workspace_id,
+            "head": head,
+            "repository": {"ok": problem is None, "problem": problem},
+            "push": await self.repository.push_status(workspace_id),
+            "autoSnapshot": self.auto.status(workspace_id),
+            "snapshots": [snapshot_json(row) for row in rows],
+        }
+
+    async def check(self) -> dict[str, Any]:
+        """For /ready: damaged repositories among the workspaces this service touched, and
+        workspaces whose automatic snapshot keeps failing. Never raises; "degraded" must not
+        make the replica unready (live editing does not depend on Git)."""
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked[0] < self.check_ttl_seconds:
+            return self._checked[1]
+        workspaces = sorted(self._touched)
+        problems = await asyncio.gather(*(self.repository.check(ws) for ws in workspaces))
+        corrupt = {ws: p for ws, p in zip(workspaces, problems, strict=True) if p}
+        failing = self.auto.failing()
+        report = {
+            "status": "degraded" if corrupt or failing else "ok",
+            "repositories": len(workspaces),
+            "corrupt": corrupt,
+            "autoSnapshotFailures": failing,
+        }
+        self._checked = (now, report)
+        return report

@@ -14,6 +14,8 @@ from .errors import InvalidValue
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 64
+# yrs renders an integral float within the i64 range as an integer (saturating at the ends).
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 def escape_token(token: str) -> str:
@@ -75,3 +77,25 @@ def _check_text(text: str, pointer: str) -> None:
             f"The string at '{pointer or '/'}' holds a lone surrogate, which is not valid UTF-8.",
             path=pointer,
         ) from None
+
+
+def rendered_number(value: float) -> int | float:
+    """A float as the doc renders it: integral ones within the i64 range become integers."""
+    if value.is_integer() and _I64_MIN <= value <= 2**63:
+        return max(_I64_MIN, min(_I64_MAX, int(value)))
+    return value
+
+
+def normalize_numbers(value: Any) -> Any:
+    """`value` with its floats as the doc renders them; the same object when none changes."""
+    if isinstance(value, float):
+        return rendered_number(value)
+    if isinstance(value, dict):
+        items = {key: normalize_numbers(item) for key, item in value.items()}
+        changed = any(items[key] is not item for key, item in value.items())
+        return items if changed else value
+    if isinstance(value, list):
+        listed = [normalize_numbers(item) for item in value]
+        changed = any(new is not old for new, old in zip(listed, value, strict=True))
+        return listed if changed else value
+    return value

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-import crdt_state.changes
-from crdt_state.changes import PatchRecorder, render_value
+import crdt_state.patch_events
 from crdt_state.doc_patch import apply_to_doc
 from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, to_y
 from crdt_state.jsonpatch import apply_to_json, parse_patch
+from crdt_state.patch_events import PatchRecorder, render_value
 
 SUITE = Path(__file__).parent / "conformance" / "json-patch-tests"
 
@@ -146,7 +146,7 @@ def test_a_failing_observer_falls_back_to_replacing_the_root(monkeypatch: Any) -
     def broken(prefix: str, events: Any) -> list[dict[str, Any]]:
         raise RuntimeError("surprise")
 
-    monkeypatch.setattr(crdt_state.changes, "events_to_patch", broken)
+    monkeypatch.setattr(crdt_state.patch_events, "events_to_patch", broken)
     panel.roots[STATE]["b"] = 2  # must not raise into the writer
     monkeypatch.undo()
     assert recorder.take() == [{"op": "replace", "path": "/$state", "value": {"a": 1, "b": 2}}]

@@ -11,7 +11,8 @@ import pytest
 
 from adapters.sqlite import SqliteUpdateLog
 from crdt_state.committer import Committer
-from crdt_state.ports import Change, ChangeType, PanelKey, PanelView, UpdateLog
+from crdt_state.model import Change, ChangeType, PanelKey, PanelView
+from crdt_state.ports import UpdateLog
 
 KEY = PanelKey("ws", "p")
 
@@ -54,7 +55,9 @@ async def test_live_updates_of_one_window_share_one_transaction(store: UpdateLog
 async def test_a_waited_for_change_does_not_wait_out_the_window(store: UpdateLog) -> None:
     committer = await started(store, window_seconds=30)
     queued = [committer.submit(change) for change in live(3)]
-    urgent = committer.submit(live(1)[0], urgent=True)
+    waited_for = live(1)[0]
+    waited_for.urgent = True
+    urgent = committer.submit(waited_for)
     # Written at once, and after what was queued before it: the log keeps submission order.
     assert await asyncio.wait_for(urgent, 5) == 5
     assert [f.result() for f in queued] == [2, 3, 4]
@@ -97,7 +100,7 @@ async def test_flush_writes_waiting_changes_and_views_at_once(
 def test_change_ids_never_repeat_not_even_in_a_forked_worker() -> None:
     import os
 
-    from crdt_state.ports import next_change_id
+    from crdt_state.model import next_change_id
 
     ids = {next_change_id() for _ in range(10_000)}
     assert len(ids) == 10_000 and all(len(i) == 32 for i in ids)

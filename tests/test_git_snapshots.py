@@ -17,7 +17,7 @@ import pytest
 
 from adapters.git import GitSnapshotRepository
 from crdt_state.errors import BadRequest
-from crdt_state.snapshots import (
+from crdt_state.snapshot_repository import (
     CommitNotFound,
     InvalidName,
     MalformedSha,
@@ -224,7 +224,7 @@ WRITER_PROCESS = """
 import asyncio, json, sys
 from pathlib import Path
 from adapters.git import GitSnapshotRepository
-from crdt_state.snapshots import canonical_json
+from crdt_state.snapshot_repository import canonical_json
 
 async def main():
     repo = GitSnapshotRepository(Path(sys.argv[1]))

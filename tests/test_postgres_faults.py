@@ -20,7 +20,8 @@ import pytest
 from adapters.postgres import PostgresUpdateLog
 from crdt_state.committer import Committer
 from crdt_state.errors import Unavailable
-from crdt_state.ports import Change, ChangeType, PanelKey, UpdateLog
+from crdt_state.model import Change, ChangeType, PanelKey
+from crdt_state.ports import UpdateLog
 
 # Fixtures (clean_pg, pg_dsn) until conftest.py imports them for every module.
 from .pg import Cluster, restartable
@@ -63,7 +64,7 @@ def retries(caplog: pytest.LogCaptureFixture) -> list[BaseException]:
 @asynccontextmanager
 async def committing(log: UpdateLog) -> AsyncIterator[Committer]:
     # A short back-off cap: the test waits for the committer's retries.
-    committer = Committer(log, max_backoff_seconds=0.2)
+    committer = Committer(log, log, max_backoff_seconds=0.2)
     committer.start()
     try:
         yield committer

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.postgres import PostgresUpdateLog
 from crdt_state.document import PanelDoc
-from crdt_state.ports import PanelKey
+from crdt_state.model import PanelKey
 from crdt_state.replay import rebuild
 
 from .conftest import token

@@ -14,6 +14,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,7 +31,15 @@ from adapters.redis import (
     notice_channel,
 )
 from crdt_state.errors import Unavailable
-from crdt_state.ports import FanoutKind, FanoutMessage, PanelKey
+from crdt_state.model import (
+    CacheEntry,
+    ChangeType,
+    FanoutKind,
+    FanoutMessage,
+    Notice,
+    PanelKey,
+    TriggeredBy,
+)
 
 from . import redis_server
 
@@ -61,6 +70,26 @@ async def _holds(check: Callable[[], bool | Awaitable[bool]]) -> bool:
 
 def update(payload: bytes, origin: str) -> FanoutMessage:
     return FanoutMessage(FanoutKind.UPDATE, payload, origin)
+
+
+def notice(workspace: str, version: int, change_type: ChangeType = ChangeType.UPDATED) -> Notice:
+    return Notice(
+        PanelKey(workspace, "p"),
+        version,
+        "e1",
+        change_type,
+        None,
+        TriggeredBy.USER,
+        None,
+        None,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        f"{version:032x}",
+        "replica",
+    )
+
+
+def entry(version: int) -> CacheEntry:
+    return CacheEntry(version, "e1", {"$state": {"a": [1, "é"]}}, datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -162,18 +191,16 @@ async def test_own_frames_come_back_with_own_origin(open_fanout: Opener, key: Pa
     assert received == sent  # the core filters by origin; the transport delivers everything
 
 
-async def test_notices_arrive_in_order_as_dicts(open_fanout: Opener) -> None:
+async def test_notices_arrive_in_order_as_notices(open_fanout: Opener) -> None:
     a, b = await open_fanout(), await open_fanout()
     workspace = unique("ws")
-    received: list[dict[str, Any]] = []
+    received: list[Notice] = []
     await a.subscribe_notices(workspace, received.append)
-    other: list[dict[str, Any]] = []
+    other: list[Notice] = []
     await a.subscribe_notices(unique("ws"), other.append)
-    sent = [
-        {"type": "state_update", "panelId": "p", "version": n, "patch": None} for n in range(200)
-    ]
-    for notice in sent:
-        await b.publish_all([(workspace, notice)])
+    sent = [notice(workspace, n) for n in range(200)]
+    for item in sent:
+        await b.publish_all([item])
     await eventually(lambda: len(received) == 200)
     assert received == sent and other == []
 
@@ -188,10 +215,10 @@ async def test_a_published_batch_arrives_in_order_on_both_streams(open_fanout: O
     batch: list[Any] = []
     for n in range(50):
         batch.append((key, update(struct.pack(">I", n), b.replica_id)))
-        batch.append((workspace, {"type": "state_update", "panelId": "p", "version": n}))
+        batch.append(notice(workspace, n))
     await b.publish_all(batch)
     await eventually(lambda: len(arrived) == 100)
-    assert arrived == [message for _, message in batch]
+    assert arrived == [item if isinstance(item, Notice) else item[1] for item in batch]
 
 
 async def test_notice_channel_is_readable_by_outsiders(open_fanout: Opener, admin: Redis) -> None:
@@ -200,7 +227,7 @@ async def test_notice_channel_is_readable_by_outsiders(open_fanout: Opener, admi
     outsider = admin.pubsub()
     await outsider.subscribe(f"state-updates:{workspace}")
     assert (await outsider.get_message(timeout=WAIT) or {})["type"] == "subscribe"
-    await a.publish_all([(workspace, {"type": "state_deleted", "panelId": "p"})])
+    await a.publish_all([notice(workspace, 1, ChangeType.DELETED)])
     message = await outsider.get_message(timeout=WAIT)
     await outsider.aclose()
     assert message is not None and orjson.loads(message["data"])["type"] == "state_deleted"
@@ -253,7 +280,7 @@ async def test_malformed_messages_are_dropped(
 ) -> None:
     a = await open_fanout()
     frames: list[FanoutMessage] = []
-    notices: list[dict[str, Any]] = []
+    notices: list[Notice] = []
     await a.subscribe(key, frames.append)
     await a.subscribe_notices(key.workspace_id, notices.append)
     channel = live_channel(key)
@@ -261,11 +288,13 @@ async def test_malformed_messages_are_dropped(
         await admin.publish(channel, bad)
     await admin.publish(notice_channel(key.workspace_id), b"{not json")
     await admin.publish(notice_channel(key.workspace_id), b"[1, 2]")
+    await admin.publish(notice_channel(key.workspace_id), b'{"type": "state_update"}')
     await a.publish_all([(key, update(b"fine", "x"))])
-    await a.publish_all([(key.workspace_id, {"fine": True})])
+    fine = notice(key.workspace_id, 7)
+    await a.publish_all([fine])
     await eventually(lambda: len(frames) == 1 and len(notices) == 1)
-    assert frames[0].payload == b"fine" and notices == [{"fine": True}]
-    assert a.dropped == 8
+    assert frames[0].payload == b"fine" and notices == [fine]
+    assert a.dropped == 9
 
 
 async def test_failing_callback_does_not_stop_delivery(open_fanout: Opener, key: PanelKey) -> None:
@@ -378,14 +407,14 @@ async def test_redis_restart(open_fanout: Opener, key: PanelKey) -> None:
         fanout.on_reconnected(reconnected[fanout.replica_id].set)
     received: list[bytes] = []
     await a.subscribe(key, lambda message: received.append(message.payload))
-    await cache.put(key, {"version": 1}, 60)
+    await cache.put(key, entry(1), 60)
 
     with redis_server.stopped():
         await assert_unavailable_quickly(b.publish_all([(key, update(b"lost", b.replica_id))]))
-        await assert_unavailable_quickly(b.publish_all([(key.workspace_id, {"n": 1})]))
+        await assert_unavailable_quickly(b.publish_all([notice(key.workspace_id, 1)]))
         await assert_unavailable_quickly(RedisFanout.open(redis_server.url(), unique("r")))
         assert await cache.get(key) is None and cache.errors == 1
-        await cache.put(key, {"version": 2}, 60)
+        await cache.put(key, entry(2), 60)
         await cache.drop(key)
         late_key = PanelKey(key.workspace_id, "subscribed-while-down")
         late: list[bytes] = []
@@ -413,29 +442,36 @@ async def assert_unavailable_quickly(operation: Awaitable[Any]) -> None:
 
 async def test_cache_put_get_drop(key: PanelKey, admin: Redis) -> None:
     cache = await RedisStateCache.open(redis_server.url())
-    entry = {"version": 3, "epoch": "e1", "state": {"$state": {"a": [1, "é"]}}, "updatedAt": "t"}
+    stored = entry(3)
     assert await cache.get(key) is None and (cache.hits, cache.misses) == (0, 1)
 
-    await cache.put(key, entry, 30)
+    await cache.put(key, stored, 30)
     name = f"state:{key.workspace_id}:{key.panel_id}"
-    assert orjson.loads(await admin.get(name)) == entry
+    assert orjson.loads(await admin.get(name)) == {  # the seed's shape, read by other services
+        "version": 3,
+        "epoch": "e1",
+        "state": {"$state": {"a": [1, "é"]}},
+        "updatedAt": "2026-01-01T00:00:00+00:00",
+    }
     assert 0 < await admin.ttl(name) <= 30
-    assert await cache.get(key) == entry and cache.hits == 1
+    assert await cache.get(key) == stored and cache.hits == 1
 
     await cache.drop(key)
     assert await admin.exists(name) == 0 and await cache.get(key) is None
-    await cache.put(key, entry, 0)  # no lifetime: not cached
+    await cache.put(key, stored, 0)  # no lifetime: not cached
     assert await admin.exists(name) == 0
     await admin.set(name, b"{not json", ex=30)  # someone else's garbage is a miss
     assert await cache.get(key) is None and cache.misses == 3
+    await admin.set(name, b'{"version": "x"}', ex=30)  # and so is an entry of another shape
+    assert await cache.get(key) is None and cache.misses == 4
     await cache.drop(key)
     await cache.close()
 
 
 async def test_cache_entry_expires(key: PanelKey) -> None:
     cache = await RedisStateCache.open(redis_server.url())
-    await cache.put(key, {"version": 1}, 1)
-    assert await cache.get(key) == {"version": 1}
+    await cache.put(key, entry(1), 1)
+    assert await cache.get(key) == entry(1)
     await asyncio.sleep(1.2)
     assert await cache.get(key) is None
     await cache.close()

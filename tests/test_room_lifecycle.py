@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc, Map
 
+from adapters.git import GitSnapshotRepository
 from adapters.local import LocalFanout
 from adapters.sqlite import SqliteUpdateLog
-from crdt_state.committer import Committer
+from crdt_state.config import Settings
 from crdt_state.document import PanelDoc
-from crdt_state.ports import PanelKey
-from crdt_state.protocol import read_var_uint
+from crdt_state.model import Attribution, PanelKey, TriggeredBy
+from crdt_state.protocol import decode_state_vector
 from crdt_state.registry import RoomRegistry
 from crdt_state.replay import rebuild
-from crdt_state.room import Room, RoomSettings
+from crdt_state.room import Room
+from crdt_state.server import Server
+
+WHO = Attribution(TriggeredBy.USER, "t", "alice")
 
 
 def rss_mib() -> float:
@@ -31,13 +35,7 @@ def live_docs() -> int:
 
 def state_vector(doc: Doc) -> dict[int, int]:
     """A doc's state vector as {client: clock} (its encoding has no fixed order)."""
-    encoded = doc.get_state()
-    count, pos = read_var_uint(encoded, 0)
-    vector = {}
-    for _ in range(count):
-        client, pos = read_var_uint(encoded, pos)
-        vector[client], pos = read_var_uint(encoded, pos)
-    return vector
+    return decode_state_vector(doc.get_state())
 
 
 def small_update(key: str, value: int) -> bytes:
@@ -48,30 +46,39 @@ def small_update(key: str, value: int) -> bytes:
     return updates[0]
 
 
+async def start_server(
+    tmp_path: Path, store: SqliteUpdateLog, fanout: LocalFanout, checkpoint_every: int = 1000
+) -> Server:
+    settings = Settings(
+        checkpoint_every=checkpoint_every,
+        commit_window_ms=1,
+        room_idle_seconds=0,
+        snapshot_interval_seconds=0,
+    )
+    server = Server(store, fanout, GitSnapshotRepository(tmp_path / "git"), settings)
+    server.start(probe_seconds=0)
+    return server
+
+
 @pytest.fixture
 async def registry(tmp_path: Path):
     store = await SqliteUpdateLog.open(tmp_path / "log.sqlite3")
-    committer = Committer(store, window_seconds=0.001)
-    committer.start()
-    rooms = RoomRegistry(
-        store,
-        LocalFanout(),
-        committer,
-        settings=RoomSettings(checkpoint_every=1000),
-        idle_seconds=0,
-    )
-    rooms.start()
-    yield rooms
-    await rooms.close()
-    await committer.close()
+    server = await start_server(tmp_path, store, LocalFanout())
+    yield server.registry
+    await server.close()
     await store.close()
+
+
+async def apply(registry: RoomRegistry, room: Room, update: bytes) -> int:
+    change = await room.call(room.apply, update, None, WHO)
+    assert change is not None
+    return await registry.pipeline.acknowledged(room, change)
 
 
 async def cycle(registry: RoomRegistry, i: int) -> None:
     key = PanelKey("ws", f"panel-{i}")
     room = await registry.open(key, create=True, subject="alice")
-    future = await room.call(room.apply_update, small_update("n", i), None, trigger_source="test")
-    assert await future == 2
+    assert await apply(registry, room, small_update("n", i)) == 2
     await registry.evict(key)
 
 
@@ -79,50 +86,45 @@ async def test_an_evicted_room_has_flushed_its_writes_and_reloads_them(registry)
     key = PanelKey("ws", "p")
     room = await registry.open(key, create=True, subject="alice")
     for i in range(50):
-        await room.call(room.apply_update, small_update(f"k{i}", i), None, trigger_source="t")
+        await room.call(room.apply, small_update(f"k{i}", i), object(), WHO)  # live: no wait
     await registry.evict(key)  # no explicit wait for the 50 commits: eviction must flush
     assert key not in registry.rooms
     reloaded = await registry.open(key, create=False)
     assert reloaded is not room
-    view, version, _ = await reloaded.call(reloaded.view)
-    assert version == 51
-    assert view["$state"] == {f"k{i}": i for i in range(50)}
+    state = await reloaded.call(reloaded.state)
+    assert state.version == 51
+    assert state.view["$state"] == {f"k{i}": i for i in range(50)}
 
 
 async def test_a_quiet_room_checkpoints_its_doc_and_a_reload_from_it_is_the_same_doc(
     tmp_path, monkeypatch
 ):
-    import crdt_state.room as room_module
+    import crdt_state.materializer as materializer_module
 
     async def no_replay(*args: object, **kwargs: object) -> None:
         raise AssertionError("a quiet room replayed the log instead of checkpointing its doc")
 
-    monkeypatch.setattr(room_module, "write_checkpoint", no_replay)
+    monkeypatch.setattr(materializer_module, "write_checkpoint", no_replay)
     store = await SqliteUpdateLog.open(tmp_path / "log.sqlite3")
-    committer = Committer(store, window_seconds=0.001)
-    committer.start()
-    rooms = RoomRegistry(
-        store, LocalFanout(), committer, settings=RoomSettings(checkpoint_every=10), idle_seconds=0
-    )
-    rooms.start()
+    server = await start_server(tmp_path, store, LocalFanout(), checkpoint_every=10)
+    rooms = server.registry
     key = PanelKey("ws", "p")
     room = await rooms.open(key, create=True, subject="alice")
     for i in range(25):  # one at a time: the room is quiet after each commit
-        future = await room.call(
-            room.apply_update, small_update(f"k{i % 7}", i), None, trigger_source="t"
-        )
-        assert await future == i + 2
-        if room._checkpointing is not None:
-            await room._checkpointing
+        assert await apply(rooms, room, small_update(f"k{i % 7}", i)) == i + 2
+        await room.call(lambda: None)  # a checkpoint the commit queued in the room has run
+        materials = rooms.materializer._rooms[key]
+        if materials.checkpointing is not None:
+            await materials.checkpointing
     loaded = await store.load(key)
     assert loaded is not None and loaded.checkpoint is not None
     assert loaded.checkpoint.version >= 20
     rebuilt = rebuild(loaded)
-    live = room.panel.doc
+    live = Doc()
+    live.apply_update(room.encode_state())
     assert state_vector(rebuilt) == state_vector(live)  # the same updates, and
-    assert PanelDoc(rebuilt).render() == room.panel.render()
-    await rooms.close()
-    await committer.close()
+    assert PanelDoc(rebuilt).render() == room.view()
+    await server.close()
     await store.close()
 
 
@@ -145,22 +147,16 @@ async def test_two_thousand_rooms_open_and_close_without_memory_growth(registry)
 async def test_two_replicas_on_one_fanout_apply_each_others_changes_without_relogging(tmp_path):
     store = await SqliteUpdateLog.open(tmp_path / "shared.sqlite3")
     bus = LocalFanout()
-    committer = Committer(store, window_seconds=0.001)
-    committer.start()
-    replicas = [RoomRegistry(store, bus, committer, idle_seconds=0) for _ in range(2)]
-    for replica in replicas:
-        replica.start()
+    servers = [await start_server(tmp_path / str(n), store, bus) for n in range(2)]
     key = PanelKey("ws", "shared")
-    first = await replicas[0].open(key, create=True, subject="alice")
-    second = await replicas[1].open(key, create=False)
-    future = await first.call(first.apply_update, small_update("from", 1), None, trigger_source="t")
-    assert await future == 2
-    await replicas[0].flush_fanout()
-    view, _, _ = await second.call(second.view)
+    first = await servers[0].registry.open(key, create=True, subject="alice")
+    second = await servers[1].registry.open(key, create=False)
+    assert await apply(servers[0].registry, first, small_update("from", 1)) == 2
+    await servers[0].replication.flush()
+    view = await second.call(second.view)
     assert view["$state"] == {"from": 1}  # the other replica applied it...
-    await second.settle()
+    await servers[1].panels.settle(second)
     assert [entry.version for entry in await store.read(key)] == [1, 2]  # ...and did not log it
-    for replica in replicas:
-        await replica.close()
-    await committer.close()
+    for server in servers:
+        await server.close()
     await store.close()

@@ -19,14 +19,12 @@ import pytest
 from adapters.git import GitSnapshotRepository
 from adapters.local import LocalFanout
 from adapters.sqlite import SqliteUpdateLog
-from crdt_state import edits
-from crdt_state.committer import Committer
+from crdt_state.config import Settings
 from crdt_state.document import PanelDoc
-from crdt_state.edits import Attribution
-from crdt_state.ports import Change, ChangeType, PanelKey, TriggeredBy
-from crdt_state.registry import RoomRegistry
-from crdt_state.snapshot_service import SnapshotService
-from crdt_state.snapshots import canonical_json, panel_file_name, panel_versions
+from crdt_state.model import Attribution, Change, ChangeType, PanelKey, TriggeredBy
+from crdt_state.server import Server
+from crdt_state.snapshot_repository import canonical_json, panel_file_name, panel_versions
+from crdt_state.snapshots import SnapshotService
 
 from .conftest import token
 from .server import ServerProcess
@@ -449,37 +447,29 @@ def test_automatic_snapshots_follow_changes_and_make_no_empty_commits(
 @dataclass
 class Local:
     store: SqliteUpdateLog
-    registry: RoomRegistry
+    server: Server
     service: SnapshotService
     git_root: Path
 
     async def edit(self, key: PanelKey, state: dict[str, Any]) -> int:
-        try:
-            room = await self.registry.open(key, create=False)
-        except Exception:
-            room = await self.registry.open(key, create=True, subject="agent")
-        result = await room.call(edits.replace, room, {"$state": state}, AGENT)
-        assert result.future is not None
-        return await result.future
+        result = await self.server.panels.replace(key, {"$state": state}, AGENT)
+        assert result.changed
+        return result.version
 
 
 @asynccontextmanager
 async def local_service(root: Path) -> AsyncIterator[Local]:
     store = await SqliteUpdateLog.open(root / "state.db")
-    committer = Committer(store)
-    committer.start()
-    registry = RoomRegistry(store, LocalFanout(), committer, idle_seconds=0)
-    registry.start()
     repository = GitSnapshotRepository(root / "git")
-    service = SnapshotService(store, registry, repository, interval_seconds=60, check_ttl_seconds=0)
-    committer.add_listener(lambda change, _: service.mark_changed(change.key.workspace_id))
+    settings = Settings(room_idle_seconds=0, snapshot_interval_seconds=60)
+    server = Server(store, LocalFanout(), repository, settings)
+    server.snapshots.check_ttl_seconds = 0
+    server.start()
     try:
-        yield Local(store, registry, service, root / "git")
+        yield Local(store, server, server.snapshots, root / "git")
     finally:
-        await service.close()
+        await server.close()
         await repository.close()
-        await registry.close()
-        await committer.close()
         await store.close()
 
 
@@ -532,18 +522,18 @@ async def test_a_panel_without_a_current_stored_view_is_read_from_its_log(
 ) -> None:
     async with local_service(tmp_path) as local:
         await local.edit(PanelKey("ws", "kept"), {"n": 1})
-        await local.registry.close()  # rooms unloaded: their views are stored
+        await local.server.registry.close()  # rooms unloaded: their views are stored
         doc = PanelDoc()
         updates: list[bytes] = []
         doc.doc.observe(lambda event: updates.append(event.update))
         doc.initialize("e1", {"from": "the log"})
         key = PanelKey("ws", "logged")
         await local.store.create(Change(key, "e1", updates[0], ChangeType.CREATED))
-        assert [row[3] for row in await local.store.list_panels("ws")] == [
+        assert [row.view for row in await local.store.list_panels("ws")] == [
             {"$state": {"n": 1}, "$computed": {}},  # kept
             None,  # logged: no view stored
         ]
-        panels = {p.panel_id: p for p in await local.service.collect("ws")}
+        panels = {p.key.panel_id: p for p in await local.service.collect("ws")}
         assert panels["logged"].view == {"$state": {"from": "the log"}, "$computed": {}}
         assert panels["logged"].version == 1
         assert panels["kept"].view["$state"] == {"n": 1}

@@ -27,17 +27,18 @@ from pycrdt import Doc, Map, TransactionEvent
 from adapters.postgres import PostgresUpdateLog, SchemaOutdated, migrate, schema_status
 from adapters.sqlite import SqliteUpdateLog
 from crdt_state.errors import PanelNotFound, StaleEpoch, Unavailable
-from crdt_state.ports import (
+from crdt_state.model import (
     Change,
     ChangeType,
     Checkpoint,
     LoadedPanel,
     PanelKey,
+    PanelListing,
     PanelView,
     SnapshotRecord,
     TriggeredBy,
-    UpdateLog,
 )
+from crdt_state.ports import UpdateLog
 from crdt_state.replay import rebuild, write_checkpoint
 from migrations import migration_files
 
@@ -597,18 +598,22 @@ async def test_save_view_keeps_the_newest_view_of_the_current_epoch(
     assert await backend.stored_view(key) == StoredView(None, None, None, None, None)
 
     view = {"$state": {"b": [1, 2, {"c": None}], "a": "x", "e": {}}, "$computed": {"n": 1.5}}
-    await store.save_view(key, "e1", 3, view)
+    await store.save_view(PanelView(key, "e1", 3, view))
     checksum, size = expected_view(view)
     assert await backend.stored_view(key) == StoredView(3, view, checksum, size, 5)
 
     newer = {"$state": {"a": "y"}, "$computed": {}}
-    await store.save_view(key, "e1", 2, {"$state": {"old": True}})  # older: ignored
-    await store.save_view(key, "e1", 3, {"$state": {"same": True}})  # equal: ignored
-    await store.save_view(key, "e0", 4, {"$state": {"stale": True}})  # old epoch: ignored
-    await store.save_view(key, "e1", 9, {"$state": {"future": True}})  # not logged: ignored
-    await store.save_view(PanelKey("ws", "missing"), "e1", 1, newer)  # no panel: ignored
+    await store.save_view(PanelView(key, "e1", 2, {"$state": {"old": True}}))  # older: ignored
+    await store.save_view(PanelView(key, "e1", 3, {"$state": {"same": True}}))  # equal: ignored
+    await store.save_view(
+        PanelView(key, "e0", 4, {"$state": {"stale": True}})
+    )  # old epoch: ignored
+    await store.save_view(
+        PanelView(key, "e1", 9, {"$state": {"future": True}})
+    )  # not logged: ignored
+    await store.save_view(PanelView(PanelKey("ws", "missing"), "e1", 1, newer))  # no panel: ignored
     assert (await backend.stored_view(key)).view == view
-    await store.save_view(key, "e1", 4, newer)
+    await store.save_view(PanelView(key, "e1", 4, newer))
     assert (await backend.stored_view(key)).version == 4
     assert (await backend.stored_view(key)).view == newer
 
@@ -655,13 +660,13 @@ async def test_a_deleted_panel_keeps_no_new_view_and_a_recreated_one_starts_with
 ) -> None:
     key = PanelKey("ws", "p")
     await created(store, key)
-    await store.save_view(key, "e1", 1, {"$state": {"v": 1}})
+    await store.save_view(PanelView(key, "e1", 1, {"$state": {"v": 1}}))
     await store.append([change(key, "e1", change_type=ChangeType.DELETED)])
-    await store.save_view(key, "e1", 2, {"$state": {"v": 2}})
+    await store.save_view(PanelView(key, "e1", 2, {"$state": {"v": 2}}))
     assert (await backend.stored_view(key)).version == 1
     await created(store, key, epoch="e2")
     assert (await backend.stored_view(key)).view is None
-    await store.save_view(key, "e2", 3, {"$state": {"v": 3}})
+    await store.save_view(PanelView(key, "e2", 3, {"$state": {"v": 3}}))
     assert (await backend.stored_view(key)).view == {"$state": {"v": 3}}
 
 
@@ -677,7 +682,7 @@ async def test_a_nul_character_in_a_patch_or_view_does_not_stop_the_log(
     [entry] = await store.read(key, after=1)
     assert entry.patch == [{"op": "add", "path": f"/a{kept}", "value": f"x{kept}y"}]
     view = {"$state": {"k\x00": "v\x00"}}
-    await store.save_view(key, "e1", version, view)
+    await store.save_view(PanelView(key, "e1", version, view))
     stored = await backend.stored_view(key)
     assert stored.view == {"$state": {f"k{kept}": f"v{kept}"}}
     assert stored.checksum == expected_view(view)[0]  # of the view as the doc holds it
@@ -812,17 +817,17 @@ async def test_list_panels_gives_the_live_panels_with_their_current_view(
     for key in (current, lagging, gone, PanelKey("other", "x")):
         await created(store, key)
     await store.append([change(current, "e1"), change(current, "e1")])
-    await store.save_view(current, "e1", 3, {"$state": {"n": 3}, "$computed": {}})
-    await store.save_view(lagging, "e1", 1, {"$state": {"old": True}})
+    await store.save_view(PanelView(current, "e1", 3, {"$state": {"n": 3}, "$computed": {}}))
+    await store.save_view(PanelView(lagging, "e1", 1, {"$state": {"old": True}}))
     await store.append([change(lagging, "e1")])  # the stored view is now of version 1 of 2
     await store.append([change(gone, "e1", change_type=ChangeType.DELETED)])
 
     assert await store.list_panels("ws") == [
-        ("a-lagging", 2, "e1", None),
-        ("b-current", 3, "e1", {"$state": {"n": 3}, "$computed": {}}),
+        PanelListing("a-lagging", 2, "e1", None),
+        PanelListing("b-current", 3, "e1", {"$state": {"n": 3}, "$computed": {}}),
     ]
     await created(store, gone, epoch="e2")  # re-created: listed again, no view yet
-    assert ("gone", 3, "e2", None) in await store.list_panels("ws")
+    assert PanelListing("gone", 3, "e2", None) in await store.list_panels("ws")
     assert await store.list_panels("nowhere") == []
 
 
@@ -857,12 +862,12 @@ async def test_snapshot_rows_are_recorded_and_listed_newest_first(store: UpdateL
     )
 
     listed = await store.list_snapshots("ws", limit=2)
-    assert listed == [{"workspace_id": "ws", **row} for row in reversed(rows[1:])]
-    assert [r["snapshot_id"] for r in await store.list_snapshots("ws")] == [
+    assert listed == [SnapshotRecord(workspace_id="ws", **row) for row in reversed(rows[1:])]
+    assert [r.snapshot_id for r in await store.list_snapshots("ws")] == [
         row["snapshot_id"] for row in reversed(rows)
     ]
     [other] = await store.list_snapshots("other")
-    assert other["snapshot_type"] == "pre_ai_edit"
+    assert other.snapshot_type == "pre_ai_edit"
     assert await store.list_snapshots("nowhere") == []
 
 

@@ -14,21 +14,21 @@ from typing import Any
 from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocketState
 
-from .auth import Role, origin_allowed, websocket_token
-from .connection import (
+from ..auth import Role, origin_allowed, websocket_token
+from ..connection import Connection
+from ..errors import StateError
+from ..model import PanelKey
+from ..protocol import ProtocolError, decode
+from ..room import Room
+from ..sessions import YjsSession
+from ..status import (
     CLOSE_BAD_MESSAGE,
     CLOSE_FORBIDDEN,
-    CLOSE_NOT_FOUND,
     CLOSE_STALE_EPOCH,
     CLOSE_TOO_LARGE,
-    CLOSE_UNAUTHORIZED,
-    Connection,
+    close_code,
 )
-from .errors import Forbidden, PanelNotFound, Unauthorized
-from .ports import PanelKey
-from .protocol import ProtocolError, decode
-from .room import Room
-from .services import Services
+from .context import Context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -98,32 +98,27 @@ async def _refuse(websocket: YjsSocket, subprotocol: str | None, code: int, reas
     await websocket.close(code, reason[:120])
 
 
-async def yjs_socket(websocket: YjsSocket, services: Services) -> None:
-    settings = services.settings
+async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
+    settings = context.settings
     workspace = websocket.path_params["workspace"]
     key = PanelKey(workspace, websocket.path_params["panel"])
     try:
         key.check()
     except ValueError as exc:
         return await _refuse(websocket, None, CLOSE_BAD_MESSAGE, str(exc))
-    if not origin_allowed(websocket.headers.get("origin"), services.allowed_origins):
+    if not origin_allowed(websocket.headers.get("origin"), context.allowed_origins):
         await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets a 403
         return
     token, subprotocol = websocket_token(
         websocket.query_params.get("token"), websocket.scope.get("subprotocols", [])
     )
     try:
-        principal = services.auth.authenticate(token)
-        role = services.auth.authorize(principal, workspace, Role.READ)
-    except Unauthorized as exc:
-        return await _refuse(websocket, subprotocol, CLOSE_UNAUTHORIZED, exc.message)
-    except Forbidden as exc:
-        return await _refuse(websocket, subprotocol, CLOSE_FORBIDDEN, exc.message)
-    can_write = role >= Role.WRITE
-    try:
-        room = await services.registry.open(key, create=can_write, subject=principal.subject)
-    except PanelNotFound as exc:
-        return await _refuse(websocket, subprotocol, CLOSE_NOT_FOUND, exc.message)
+        principal = context.auth.authenticate(token)
+        role = context.auth.authorize(principal, workspace, Role.READ)
+        can_write = role >= Role.WRITE
+        room = await context.registry.open(key, create=can_write, subject=principal.subject)
+    except StateError as exc:
+        return await _refuse(websocket, subprotocol, close_code(exc), exc.message)
     epoch = websocket.query_params.get("epoch")
     if epoch and epoch != room.epoch:
         return await _refuse(
@@ -137,16 +132,18 @@ async def yjs_socket(websocket: YjsSocket, services: Services) -> None:
         max_queue_messages=settings.send_queue_messages,
         max_queue_bytes=settings.send_queue_bytes,
     )
+    session = YjsSession(room, conn)
     try:
-        await room.call(room.join, conn)
-        await _read_frames(conn, room, settings.max_message_bytes)
+        await room.call(session.join)
+        await _read_frames(session, room, settings.max_message_bytes)
     finally:
         if not room.closed:
-            await room.submit(room.leave, conn)
+            await room.submit(session.leave)
         await conn.finish(5 if conn.closing else 0)
 
 
-async def _read_frames(conn: Connection, room: Room, max_bytes: int) -> None:
+async def _read_frames(session: YjsSession, room: Room, max_bytes: int) -> None:
+    conn = session.conn
     while not conn.closing:
         message = await conn.receive()
         if message["type"] == "websocket.disconnect":
@@ -163,4 +160,4 @@ async def _read_frames(conn: Connection, room: Room, max_bytes: int) -> None:
         except ProtocolError as exc:
             conn.close(CLOSE_BAD_MESSAGE, str(exc))
             return
-        await room.submit(room.receive, conn, decoded)
+        await room.submit(session.receive, decoded)

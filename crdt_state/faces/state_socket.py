@@ -22,22 +22,22 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .auth import Role, origin_allowed, websocket_token
-from .connection import CLOSE_BAD_MESSAGE, CLOSE_FORBIDDEN, CLOSE_TOO_LARGE, CLOSE_UNAUTHORIZED
-from .errors import Forbidden, StateError, Unauthorized
-from .feed import PanelFeed
-from .ports import PanelKey, Subscription
-from .rest import current_state, view_at
-from .services import Services, services_of
+from ..auth import Role, origin_allowed, websocket_token
+from ..errors import StateError
+from ..model import Notice, PanelKey
+from ..panel_feed import PanelFeed
+from ..ports import Subscription
+from ..status import CLOSE_BAD_MESSAGE, CLOSE_FORBIDDEN, CLOSE_TOO_LARGE, close_code
+from .context import Context, context_of
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PANELS = 1000
 
 
 class StateSession:
-    def __init__(self, websocket: WebSocket, services: Services, workspace: str) -> None:
+    def __init__(self, websocket: WebSocket, context: Context, workspace: str) -> None:
         self.websocket = websocket
-        self.services = services
+        self.context = context
         self.workspace = workspace
         self.feeds: dict[str, PanelFeed] = {}
         self._send_lock = asyncio.Lock()
@@ -49,8 +49,8 @@ class StateSession:
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
 
-    def on_notice(self, notice: dict[str, Any]) -> None:
-        feed = self.feeds.get(str(notice.get("panelId")))
+    def on_notice(self, notice: Notice) -> None:
+        feed = self.feeds.get(notice.key.panel_id)
         if feed is not None:
             feed.notice(notice)
 
@@ -93,14 +93,15 @@ class StateSession:
         await self.send({"type": "subscribed", "panelId": panel, "version": feed.version})
 
     async def _start_feed(self, key: PanelKey, version: int | None) -> PanelFeed:
+        panels = self.context.panels
         if version is None:
-            current = await current_state(self.services, key)
-            at = current["version"]
-            view, _ = await view_at(self.services, key, at)  # exactly version `at`
-            await self.send({"type": "state_sync", **current, "state": view, "version": at})
+            current = await panels.read(key)
+            at = current.version
+            exact, _ = await panels.read_at(key, at)  # exactly version `at`
+            await self.send({"type": "state_sync", **current.to_json(), "state": exact.view})
         else:
             at = version
-        feed = PanelFeed(self.services.log, key, at, self.send)
+        feed = PanelFeed(self.context.log, key, at, self.send)
         if version is not None:
             await feed.catch_up()
         return feed
@@ -112,9 +113,9 @@ class StateSession:
 
 
 async def state_socket(websocket: WebSocket) -> None:
-    services = services_of(websocket)
+    context = context_of(websocket)
     workspace = websocket.path_params["workspace"]
-    if not origin_allowed(websocket.headers.get("origin"), services.allowed_origins):
+    if not origin_allowed(websocket.headers.get("origin"), context.allowed_origins):
         await websocket.close(CLOSE_FORBIDDEN)
         return
     token, subprotocol = websocket_token(
@@ -122,19 +123,18 @@ async def state_socket(websocket: WebSocket) -> None:
     )
     await websocket.accept(subprotocol=subprotocol)
     try:
-        principal = services.auth.authenticate(token)
-        services.auth.authorize(principal, workspace, Role.READ)
-    except (Unauthorized, Forbidden) as exc:
-        code = CLOSE_UNAUTHORIZED if isinstance(exc, Unauthorized) else CLOSE_FORBIDDEN
-        await websocket.close(code, exc.message[:120])
+        principal = context.auth.authenticate(token)
+        context.auth.authorize(principal, workspace, Role.READ)
+    except StateError as exc:
+        await websocket.close(close_code(exc), exc.message[:120])
         return
     try:
         PanelKey(workspace, "-").check()
     except ValueError as exc:
         await websocket.close(CLOSE_BAD_MESSAGE, str(exc))
         return
-    session = StateSession(websocket, services, workspace)
-    subscription: Subscription = await services.fanout.subscribe_notices(
+    session = StateSession(websocket, context, workspace)
+    subscription: Subscription = await context.fanout.subscribe_notices(
         workspace, session.on_notice
     )
     try:

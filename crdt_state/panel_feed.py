@@ -13,8 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .history import fill_patches
-from .ports import ChangeType, LogEntry, PanelKey, UpdateLog
+from .log_order import fill_patches
+from .model import ChangeType, LogEntry, Notice, PanelKey
+from .ports import UpdateLog
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,10 @@ class PanelFeed:
         self.key = key
         self.version = version  # the last version delivered
         self._deliver = deliver
-        self._notices: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._notices: asyncio.Queue[Notice | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name=f"feed {key}")
 
-    def notice(self, notice: dict[str, Any]) -> None:
+    def notice(self, notice: Notice) -> None:
         self._notices.put_nowait(notice)
 
     async def close(self) -> None:
@@ -64,14 +65,14 @@ class PanelFeed:
                 await asyncio.sleep(0.2)
                 self._notices.put_nowait(None)
 
-    async def _handle(self, notice: dict[str, Any] | None) -> None:
+    async def _handle(self, notice: Notice | None) -> None:
         if notice is None:
             await self.catch_up()
             return
-        version = notice.get("version")
-        if not isinstance(version, int) or version <= self.version:
+        version = notice.version
+        if version <= self.version:
             return
-        if version == self.version + 1 and notice.get("patch") is not None:
+        if version == self.version + 1 and notice.patch is not None:
             await self._deliver(notice_message(notice))
             self.version = version
         else:
@@ -94,17 +95,8 @@ def entry_message(key: PanelKey, entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def notice_message(notice: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "type",
-        "workspaceId",
-        "panelId",
-        "version",
-        "epoch",
-        "changeType",
-        "patch",
-        "triggeredBy",
-        "triggerSource",
-        "timestamp",
-    )
-    return {k: notice.get(k) for k in keys}
+def notice_message(notice: Notice) -> dict[str, Any]:
+    """What a JSON subscriber gets of a notice (without the replica's own bookkeeping)."""
+    message = notice.to_json()
+    del message["subject"], message["changeId"], message["replica"]
+    return message

@@ -25,12 +25,9 @@ import orjson
 from pycrdt import Array, ArrayEvent, Map, MapEvent, Subscription, Text, TextEvent
 
 from .document import VIEW_ROOTS, PanelDoc
-from .values import escape_token
+from .values import escape_token, rendered_number
 
 log = logging.getLogger(__name__)
-
-# yrs renders an integral float within the i64 range as an integer (saturating at the ends).
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
 class PatchRecorder:
@@ -152,8 +149,8 @@ def render_value(value: Any) -> Any:
         return orjson.loads(str(value))
     if isinstance(value, Text):
         return str(value)
-    if isinstance(value, float) and value.is_integer() and _I64_MIN <= value <= 2**63:
-        return max(_I64_MIN, min(_I64_MAX, int(value)))
+    if isinstance(value, float):
+        return rendered_number(value)
     # A plain object or array stored whole (as browsers may do): pycrdt reads its numbers
     # back as floats too.
     if isinstance(value, dict):

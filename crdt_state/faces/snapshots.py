@@ -5,31 +5,28 @@
     GET  /api/state/{ws}/snapshot/status   head, push, automatic snapshots, recent rows (read)
     POST /api/state/{ws}/restore           panels back to a commit's state (write)
 
-The service is `Services.snapshots` (a SnapshotService), set by the composition root.
+The service is `Context.snapshots` (a SnapshotService), set by the composition root.
 `snapshot_routes()` must come before the panel routes: "snapshot" and "restore" are not
 panel ids over REST.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import Principal, Role
-from .errors import BadRequest, StateError, Unavailable
-from .rest import attribution, authorize, read_json, writable
-from .services import JSONResponse, services_of
-from .snapshot_service import SnapshotService
-from .snapshots import check_sha
+from ..auth import Role
+from ..errors import BadRequest, StateError, Unavailable
+from ..snapshot_repository import check_sha
+from ..snapshots import SnapshotService
+from .context import context_of
+from .http import JSONResponse, attribution, authorize, once, optional_body, read_json
 
 RESERVED_PANEL_IDS = ("snapshot", "restore")
 MAX_RESTORE_PANELS = 10_000
-
-Work = Callable[[], Awaitable[tuple[int, Any]]]
 
 
 class MethodNotAllowed(StateError):
@@ -51,7 +48,7 @@ def snapshot_routes() -> list[Route]:
 
 
 def snapshots_of(request: Request) -> SnapshotService:
-    service = services_of(request).snapshots
+    service = context_of(request).snapshots
     if service is None:
         raise Unavailable("Git snapshots are not enabled on this server.")
     return service
@@ -81,7 +78,7 @@ async def create_snapshot(request: Request) -> Response:
         )
         return 201, result.to_json()
 
-    return await once(request, principal, work)
+    return await once(request, principal, work, wait=None)
 
 
 async def get_snapshot(request: Request) -> Response:
@@ -99,7 +96,7 @@ async def get_snapshot(request: Request) -> Response:
             "gitCommit": None,
             "panelCount": len(panels),
             "panels": {
-                p.panel_id: {"state": p.view, "version": p.version, "epoch": p.epoch}
+                p.key.panel_id: {"state": p.view, "version": p.version, "epoch": p.epoch}
                 for p in panels
             },
         }
@@ -115,7 +112,7 @@ async def snapshot_status(request: Request) -> Response:
 async def restore(request: Request) -> Response:
     workspace = request.path_params["workspace"]
     principal = authorize(request, workspace, Role.WRITE)
-    body = await read_json(request, services_of(request).settings.max_body_bytes)
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest('The body must be an object like {"gitCommit": "<sha>"}.')
     sha = body.get("gitCommit")
@@ -125,7 +122,7 @@ async def restore(request: Request) -> Response:
     panels = panel_list(body.get("panels"))
     who = attribution({k: v for k, v in body.items() if k != "triggerSource"}, principal)
     service = snapshots_of(request)
-    await writable(services_of(request))
+    context_of(request).panels.writable()
 
     async def work() -> tuple[int, Any]:
         full_sha, restored = await service.restore(workspace, sha, panels, who)
@@ -136,7 +133,7 @@ async def restore(request: Request) -> Response:
             "panels": {panel_id: result.to_json() for panel_id, result in restored.items()},
         }
 
-    return await once(request, principal, work)
+    return await once(request, principal, work, wait=None)
 
 
 async def reserved(request: Request) -> Response:
@@ -147,20 +144,6 @@ async def reserved(request: Request) -> Response:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-async def optional_body(request: Request) -> dict[str, Any]:
-    """The JSON object of the body; {} for no body at all."""
-    if request.headers.get("content-length", "0") == "0" and (
-        "transfer-encoding" not in request.headers
-    ):
-        return {}
-    body = await read_json(request, services_of(request).settings.max_body_bytes)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.")
-    return body
 
 
 def panel_list(raw: Any) -> list[str] | None:
@@ -182,16 +165,3 @@ def _string(body: dict[str, Any], name: str, default: str | None) -> str | None:
     if value is not None and not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string.", field=name)
     return value
-
-
-async def once(request: Request, principal: Principal, work: Work) -> Response:
-    """Run a write once per Idempotency-Key (when the client sends one)."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        status, body = await work()
-    else:
-        cache = services_of(request).idempotency
-        status, body = await cache.run(
-            (principal.subject, request.method, request.url.path, key), work
-        )
-    return JSONResponse(body, status_code=status)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pycrdt import Doc
 
-from .changes import PatchRecorder
 from .document import PanelDoc
-from .ports import ChangeType, LogEntry, PanelKey, UpdateLog
+from .model import ChangeType, LogEntry, PanelKey
+from .patch_events import PatchRecorder
+from .ports import UpdateLog
 from .replay import rebuild
 
 # Replaying a short gap of the log beats rebuilding from a checkpoint.

@@ -1,0 +1,36 @@
+"""What the faces reach: settings, authentication, the panel service, the snapshot service,
+the live rooms (for Yjs sockets and metrics), the fan-out (JSON subscribers' notices), the
+store probe. Built by the composition root (app.py), one per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from ..auth import Authenticator
+from ..config import Settings
+from ..idempotency import IdempotencyCache
+from ..panels import PanelService
+from ..ports import Fanout, Probe, UpdateLog
+from ..registry import RoomRegistry
+from ..snapshots import SnapshotService
+
+
+@dataclass(slots=True)
+class Context:
+    settings: Settings
+    auth: Authenticator
+    panels: PanelService
+    registry: RoomRegistry
+    log: UpdateLog
+    probe: Probe
+    fanout: Fanout
+    allowed_origins: list[str]
+    idempotency: IdempotencyCache
+    snapshots: SnapshotService | None = None
+
+
+def context_of(connection: HTTPConnection) -> Context:
+    context: Context = connection.app.state.context
+    return context

@@ -1,0 +1,171 @@
+"""What every HTTP face shares: JSON responses, the one error-to-response map, parsing of
+ids, bodies and query parameters, authorization, and running a write once per
+Idempotency-Key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import Principal, Role, bearer_token
+from ..errors import BadRequest, CommitPending, StateError, TooLarge, Unauthorized
+from ..model import Attribution, PanelKey, TriggeredBy
+from .context import context_of
+
+COMMIT_WAIT_SECONDS = 10.0
+
+Work = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def state_error(request: Request, exc: Exception) -> Response:
+    """Every StateError a handler raises becomes its JSON answer here, and only here."""
+    assert isinstance(exc, StateError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+    retry_after = exc.details.get("retryAfter")
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+def authorize(request: Request, workspace: str, needed: Role) -> Principal:
+    auth = context_of(request).auth
+    principal = auth.authenticate(bearer_token(request.headers.get("authorization")))
+    auth.authorize(principal, workspace, needed)
+    return principal
+
+
+def panel_key(request: Request) -> PanelKey:
+    key = PanelKey(request.path_params["workspace"], request.path_params["panel"])
+    try:
+        return key.check()
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+async def read_json(request: Request) -> Any:
+    limit = context_of(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"The body is larger than {limit} bytes.", limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"The body is larger than {limit} bytes.", limit=limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.") from None
+
+
+async def optional_body(request: Request) -> dict[str, Any]:
+    """The JSON object of the body; {} for no body at all."""
+    if request.headers.get("content-length", "0") == "0" and (
+        "transfer-encoding" not in request.headers
+    ):
+        return {}
+    body = await read_json(request)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+def attribution(body: dict[str, Any], principal: Principal) -> Attribution:
+    raw = body.get("triggeredBy", TriggeredBy.USER.value)
+    try:
+        triggered_by = TriggeredBy(raw)
+    except ValueError:
+        raise BadRequest(
+            f"'triggeredBy' must be one of user, ai, system; got {raw!r}.", field="triggeredBy"
+        ) from None
+    source = body.get("triggerSource")
+    if source is not None and not isinstance(source, str):
+        raise BadRequest("'triggerSource' must be a string.", field="triggerSource")
+    return Attribution(triggered_by, source, principal.subject)
+
+
+def optional_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"'{name}' must be a non-negative integer.", field=name)
+    return value
+
+
+def query_int(request: Request, name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"'{name}' must be a non-negative integer.", field=name)
+    value = int(raw)
+    if maximum is not None and value > maximum:
+        raise BadRequest(f"'{name}' is at most {maximum}.", field=name)
+    return value
+
+
+def query_time(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an ISO-8601 time.", field=name) from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"'{name}' needs a time zone (e.g. Z).", field=name)
+    return moment
+
+
+def flag(request: Request, *names: str) -> bool:
+    return any(request.query_params.get(n, "").lower() in ("1", "true", "yes") for n in names)
+
+
+async def once(
+    request: Request,
+    principal: Principal,
+    work: Work,
+    *,
+    wait: float | None = COMMIT_WAIT_SECONDS,
+) -> Response:
+    """Run a write, once per Idempotency-Key when the client sends one (a retry gets the
+    first answer). A write still committing after `wait` seconds is answered 503
+    `commit_pending` and goes on: a retry with the same key gets its version."""
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is None:
+        running = asyncio.ensure_future(work())
+    else:
+        key = (principal.subject, request.method, request.url.path, idempotency_key)
+        running = asyncio.ensure_future(context_of(request).idempotency.run(key, work))
+    try:
+        status, body = await asyncio.wait_for(asyncio.shield(running), wait)
+    except TimeoutError:
+        running.add_done_callback(_retrieve)
+        raise CommitPending(
+            "The change was applied but its commit is still pending (database slow or down). "
+            "Retry with the same Idempotency-Key to get its version.",
+            retryAfter=5,
+        ) from None
+    version = body.get("version") if isinstance(body, dict) else None
+    headers = {"ETag": f'"{version}"'} if isinstance(version, int) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # nobody waits any more: never "exception was never retrieved"

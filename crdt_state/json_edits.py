@@ -1,0 +1,157 @@
+"""Changes made through the JSON face, as room edits (`Room.edit`): a JSON Patch, or a
+replace of whole roots (PUT, revert, restore). Each is checked against the room's current
+view before anything touches the doc (a CRDT transaction cannot be rolled back), and that
+one check also gives the view the change leaves and its inverse.
+
+A patch computed against an older version is not an edit of the current doc: it is applied
+to the doc as it was then, and the update that made is merged (`stale_update`), as an offline
+Yjs client's edit would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc
+
+from .doc_patch import replace_document, write_plan
+from .document import VIEW_ROOTS, PanelDoc
+from .errors import InvalidValue, PathNotFound
+from .jsonpatch import Operation, PatchPlan, format_pointer, plan_patch
+from .model import JSONObject, JSONPatch, LoadedPanel
+from .replay import rebuild
+from .values import check_json, normalize_numbers
+
+EMPTY_UPDATE = b"\x00\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class PatchEdit:
+    before: JSONObject
+    plan: PatchPlan
+
+    @property
+    def after(self) -> JSONObject:
+        after: JSONObject = self.plan.after
+        return after
+
+    @property
+    def inverse(self) -> JSONPatch:
+        return self.plan.inverse
+
+    def write(self, panel: PanelDoc) -> None:
+        write_plan(panel, self.plan)
+
+
+def patch_edit(ops: list[Operation]) -> Callable[[JSONObject], PatchEdit]:
+    """The edit that applies `ops` (checked by check_panel_paths) to the current view."""
+
+    def prepare(view: JSONObject) -> PatchEdit:
+        return PatchEdit(view, plan_patch(view, ops))
+
+    return prepare
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceEdit:
+    before: JSONObject
+    roots: JSONObject  # the roots given, each replaced whole
+
+    @property
+    def after(self) -> JSONObject:
+        return {**self.before, **self.roots}
+
+    @property
+    def inverse(self) -> JSONPatch:
+        return whole_root_inverse(self.before, self.after)
+
+    def write(self, panel: PanelDoc) -> None:
+        for root, value in self.roots.items():
+            replace_document(panel, root, value, self.before[root])
+
+
+def replace_edit(view: JSONObject) -> Callable[[JSONObject], ReplaceEdit]:
+    """The edit that makes the roots named in `view` (checked by check_view) equal its,
+    through the minimal structural change; roots not named are left alone."""
+
+    def prepare(current: JSONObject) -> ReplaceEdit:
+        return ReplaceEdit(current, view)
+
+    return prepare
+
+
+def check_view(view: object) -> JSONObject:
+    """A full state as PUT sends it: {"$state": {...}, "$computed": {...}}, either optional.
+    Returns it with numbers as the doc renders them."""
+    if not isinstance(view, dict):
+        raise InvalidValue("'state' must be an object like {\"$state\": {...}}.", path="")
+    for root, value in view.items():
+        if root not in VIEW_ROOTS:
+            raise InvalidValue(
+                f"'state' may only hold the roots {', '.join(VIEW_ROOTS)}, not {root!r}.",
+                path=format_pointer([root]),
+            )
+        if not isinstance(value, dict):
+            raise InvalidValue(f"'{root}' must be an object.", path=format_pointer([root]))
+    check_json(view)
+    normalized: JSONObject = normalize_numbers(view)
+    return normalized
+
+
+def whole_root_inverse(before: JSONObject, after: JSONObject) -> JSONPatch:
+    """Whole-root replaces that turn `after` back into `before`: exact whatever merge
+    happened in between."""
+    return [
+        {"op": "replace", "path": format_pointer([root]), "value": before[root]}
+        for root in VIEW_ROOTS
+        if before.get(root) != after.get(root)
+    ]
+
+
+# -- stale patches -------------------------------------------------------------------------
+
+
+def stale_update(loaded: LoadedPanel, ops: list[Operation]) -> bytes:
+    """The Yjs update `ops` make to the panel as `loaded` holds it (an older version): indices
+    and tests mean what they meant then. Pure: runs on a thread, its doc never leaves it."""
+    base = PanelDoc(rebuild(loaded))
+    plan = plan_patch(base.render(), ops)  # raises before anything is touched
+    updates: list[bytes] = []
+    subscription = base.doc.observe(lambda event: updates.append(event.update))
+    try:
+        with base.doc.transaction():
+            write_plan(base, plan)
+    finally:
+        base.doc.unobserve(subscription)
+    return updates[0] if updates else EMPTY_UPDATE
+
+
+def check_targets_still_exist(ops: list[Operation], current: Any, base_version: int) -> None:
+    """A stale patch whose target's container was deleted since cannot mean anything now."""
+    for op in ops:
+        for tokens in (op.path, op.from_path):
+            if not tokens:
+                continue
+            node = current
+            for depth, token in enumerate(tokens[:-1]):
+                if isinstance(node, dict) and token in node:
+                    node = node[token]
+                elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                    node = node[int(token)]
+                else:
+                    pointer = format_pointer(tokens[: depth + 1])
+                    raise PathNotFound(
+                        f"{op.label()}: {pointer} was deleted after version {base_version}.",
+                        operation=op.index,
+                        path=op.pointer,
+                    )
+
+
+def preview_merge(state: bytes, update: bytes) -> JSONObject:
+    """The view a merged update would give (a dry run), on a scratch doc."""
+    scratch = PanelDoc(Doc())
+    scratch.doc.apply_update(state)
+    scratch.doc.apply_update(update)
+    return scratch.render()

@@ -1,0 +1,319 @@
+"""Replication: how this replica's rooms and the other replicas keep each other current.
+
+Out: an outbox of live messages (Yjs updates, awareness, deletions) and commit notices, sent
+by one task in order, a batch per round trip. In: other replicas' live updates applied to the
+room (never logged again), their notices (which number what was applied live, and reveal
+lost messages), catch-up from the log after a lost message or a reconnection, and presence.
+
+Rooms are only ever reached through `Room.submit`: a room whose inbox is full makes the
+fan-out wait (back-pressure), it never raises into the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .model import Change, FanoutKind, FanoutMessage, Notice, PanelKey
+from .ports import Fanout, Outgoing, Subscription, UpdateLog
+from .protocol import ProtocolError, decode_awareness, encode_awareness
+from .room import Room
+from .status import CLOSE_NOT_FOUND
+
+log = logging.getLogger(__name__)
+
+SEEN_REMOTE_LIMIT = 10_000
+NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change seen live
+CHANGE_ID_BYTES = 32
+CATCH_UP_LIMIT = 100_000
+
+
+def pack_update(change_id: str, update: bytes) -> bytes:
+    """A live update as it travels between replicas: its change id, then the update."""
+    return change_id.encode("ascii") + update
+
+
+def unpack_update(payload: bytes) -> tuple[str, bytes]:
+    return payload[:CHANGE_ID_BYTES].decode("ascii", "replace"), payload[CHANGE_ID_BYTES:]
+
+
+@dataclass(slots=True)
+class _Remote:
+    """What replication knows of one attached room."""
+
+    room: Room
+    caught_up: int  # every log entry up to here is applied to the doc
+    subscription: Subscription | None = None
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)  # live change ids
+    # Changes of other replicas applied live whose notice (their version) has not come yet:
+    # change id -> (replica, when applied). A read waits for them (`numbered`).
+    unnumbered: dict[str, tuple[str, float]] = field(default_factory=dict)
+    numbered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class _Watch:
+    """The notice subscription of a workspace, shared by its attached rooms."""
+
+    subscription: Subscription
+    rooms: int = 0
+
+
+class Replication:
+    def __init__(self, fanout: Fanout, log_store: UpdateLog, replica_id: str) -> None:
+        self.fanout = fanout
+        self.log = log_store
+        self.replica_id = replica_id
+        # Told when another replica deleted a panel held here (the registry unloads it).
+        self.on_deleted: Callable[[PanelKey], None] | None = None
+        self._attached: dict[PanelKey, _Remote] = {}
+        self._watches: dict[str, _Watch] = {}
+        self._outbox: deque[Outgoing] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._drained = asyncio.Event()  # clear while messages wait to be published
+        self._drained.set()
+        self._catch_up: asyncio.Queue[tuple[PanelKey, int, int | None]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._publisher(), name="fanout publisher"))
+        self._tasks.append(asyncio.create_task(self._catch_up_worker(), name="catch-up"))
+        self.fanout.on_replica_lost(self._on_replica_lost)
+        self.fanout.on_reconnected(self._on_reconnected)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._outbox:  # the publisher task is gone: send what is left from here
+            await self._publish(list(self._outbox))
+            self._outbox.clear()
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    async def attach(self, room: Room, caught_up: int) -> None:
+        """Start replicating a room that was just loaded from the log up to `caught_up`."""
+        remote = self._attached[room.key] = _Remote(room, caught_up)
+        remote.numbered.set()
+        remote.subscription = await self.fanout.subscribe(
+            room.key, functools.partial(self._on_live, room.key)
+        )
+        await self._watch(room.key.workspace_id)
+        # What another replica published between our load and our subscription.
+        self.request_catch_up(room.key, caught_up, None)
+        # Ask the replicas that hold this panel too for their clients' presence.
+        self._queue_live(room.key, FanoutKind.AWARENESS, b"")
+
+    async def detach(self, key: PanelKey) -> None:
+        remote = self._attached.pop(key, None)
+        if remote is not None and remote.subscription is not None:
+            await remote.subscription.close()
+            await self._unwatch(key.workspace_id)
+
+    async def numbered(self, key: PanelKey) -> None:
+        """Wait (at most NOTICE_WAIT_SECONDS: a lost notice is the catch-up's business) for
+        the versions of other replicas' changes this room applied live, so that the version a
+        read reports covers everything its state holds."""
+        remote = self._attached.get(key)
+        if remote is None or not remote.unnumbered:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(remote.numbered.wait(), NOTICE_WAIT_SECONDS)
+        too_old = time.monotonic() - NOTICE_WAIT_SECONDS
+        for change_id, (_, applied) in list(remote.unnumbered.items()):
+            if applied <= too_old:
+                remote.unnumbered.pop(change_id)
+        _check_numbered(remote)
+
+    # -- out -------------------------------------------------------------------------------
+
+    def publish_update(self, change: Change) -> None:
+        self._queue_live(
+            change.key, FanoutKind.UPDATE, pack_update(change.change_id, change.update)
+        )
+
+    def publish_deleted(self, key: PanelKey) -> None:
+        self._queue_live(key, FanoutKind.DELETED, b"")
+
+    def publish_awareness(self, key: PanelKey, update: bytes) -> None:
+        self._queue_live(key, FanoutKind.AWARENESS, update)
+
+    def publish_notice(self, notice: Notice) -> None:
+        # Always: JSON subscribers listen for notices even with a single replica.
+        self._enqueue(notice)
+
+    def _queue_live(self, key: PanelKey, kind: FanoutKind, payload: bytes) -> None:
+        if self.fanout.may_reach_others(key):  # one process: nobody else listens
+            self._enqueue((key, FanoutMessage(kind, payload, self.replica_id)))
+
+    def _enqueue(self, item: Outgoing) -> None:
+        self._outbox.append(item)
+        self._drained.clear()
+        self._outbox_ready.set()
+
+    async def flush(self) -> None:
+        """Wait until every queued message has been handed to the Fanout."""
+        if self._outbox or not self._drained.is_set():
+            await self._drained.wait()
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = list(self._outbox)  # everything queued, in order: one round trip
+                self._outbox.clear()
+                await self._publish(batch)
+            self._drained.set()
+
+    async def _publish(self, batch: list[Outgoing]) -> None:
+        try:
+            await self.fanout.publish_all(batch)
+        except Exception as exc:  # the log is the truth: replicas catch up from it
+            log.warning("fan-out publish of %d messages failed: %r", len(batch), exc)
+
+    # -- in --------------------------------------------------------------------------------
+
+    async def _on_live(self, key: PanelKey, message: FanoutMessage) -> None:
+        if message.origin == self.replica_id:
+            return
+        remote = self._attached.get(key)
+        if remote is None or remote.room.closed:
+            return
+        room = remote.room
+        if message.kind == FanoutKind.UPDATE:
+            await room.submit(self._apply_live, remote, message)
+        elif message.kind == FanoutKind.DELETED:
+            await room.submit(self._deleted, room)
+            if self.on_deleted is not None:
+                self.on_deleted(key)
+        elif not message.payload:  # a replica that just opened this panel asks who is here
+            await room.submit(self._announce_presence, room)
+        else:
+            try:
+                entries = decode_awareness(message.payload)
+            except ProtocolError as exc:
+                log.warning(
+                    "dropped a malformed awareness message from %s: %s", message.origin, exc
+                )
+                return
+            await room.submit(room.peers.apply_remote_awareness, entries, message.origin)
+
+    def _apply_live(self, remote: _Remote, message: FanoutMessage) -> None:
+        """In the room: a change another replica applied and logs."""
+        change_id, update = unpack_update(message.payload)
+        remote.seen[change_id] = None
+        if len(remote.seen) > SEEN_REMOTE_LIMIT:
+            remote.seen.popitem(last=False)
+        remote.unnumbered[change_id] = (message.origin, time.monotonic())
+        if len(remote.unnumbered) > SEEN_REMOTE_LIMIT:
+            remote.unnumbered.pop(next(iter(remote.unnumbered)))
+        remote.numbered.clear()
+        remote.room.apply_logged(update)
+
+    @staticmethod
+    def _deleted(room: Room) -> None:
+        room.deleted = True
+        room.peers.close_all(CLOSE_NOT_FOUND, "the panel was deleted")
+
+    def _announce_presence(self, room: Room) -> None:
+        present = room.peers.presence.local()
+        if present:
+            self.publish_awareness(room.key, encode_awareness(present))
+
+    async def _on_notice(self, notice: Notice) -> None:
+        if notice.replica == self.replica_id:
+            return
+        remote = self._attached.get(notice.key)
+        if remote is not None and not remote.room.closed:
+            await remote.room.submit(self._numbered, remote, notice)
+
+    def _numbered(self, remote: _Remote, notice: Notice) -> None:
+        """In the room: another replica committed a version of this panel. If this room never
+        saw that change live (a lost message), it asks for it from the log."""
+        if remote.unnumbered.pop(notice.change_id, None) is not None:
+            _check_numbered(remote)
+        room = remote.room
+        if notice.epoch != room.epoch:
+            return
+        room.advance_to(notice.version)
+        if notice.change_id not in remote.seen:  # its live frame was lost
+            self.request_catch_up(room.key, notice.version - 1, notice.version)
+
+    async def _on_replica_lost(self, replica_id: str) -> None:
+        log.info("replica %s is gone: removing its clients' presence", replica_id)
+        for remote in list(self._attached.values()):
+            if not remote.room.closed:
+                await remote.room.submit(self._forget, remote, replica_id)
+
+    def _forget(self, remote: _Remote, replica_id: str) -> None:
+        """In the room: no read waits for the versions of a dead replica's changes, and the
+        presence of its clients goes."""
+        for change_id, (origin, _) in list(remote.unnumbered.items()):
+            if origin == replica_id:
+                remote.unnumbered.pop(change_id)
+        _check_numbered(remote)
+        remote.room.peers.forget_replica(replica_id)
+
+    def _on_reconnected(self) -> None:
+        log.info("fan-out reconnected: catching up every live room from the log")
+        for key, remote in self._attached.items():
+            self.request_catch_up(key, remote.caught_up, None)
+
+    # -- catching up from the log ------------------------------------------------------------
+
+    def request_catch_up(self, key: PanelKey, after: int, until: int | None) -> None:
+        """Have a room apply the log entries (after, until] it may have missed (idempotent)."""
+        self._catch_up.put_nowait((key, after, until))
+
+    async def _catch_up_worker(self) -> None:
+        while True:
+            key, after, until = await self._catch_up.get()
+            remote = self._attached.get(key)
+            if remote is None or remote.room.closed:
+                continue
+            room = remote.room
+            try:
+                entries = await self.log.read(key, after=after, until=until, limit=CATCH_UP_LIMIT)
+                for entry in entries:
+                    if entry.epoch == room.epoch and entry.update:
+                        await room.submit(room.apply_logged, entry.update)
+                if entries:
+                    await room.submit(self._caught_up, remote, entries[-1].version)
+            except Exception as exc:
+                log.warning("catching up %s from the log failed: %r; retrying", key, exc)
+                await asyncio.sleep(0.5)
+                self._catch_up.put_nowait((key, after, until))
+
+    @staticmethod
+    def _caught_up(remote: _Remote, version: int) -> None:
+        remote.caught_up = max(remote.caught_up, version)
+        remote.room.advance_to(version)
+
+    # -- notice subscriptions, one per workspace -------------------------------------------
+
+    async def _watch(self, workspace_id: str) -> None:
+        watch = self._watches.get(workspace_id)
+        if watch is None:
+            subscription = await self.fanout.subscribe_notices(workspace_id, self._on_notice)
+            watch = self._watches[workspace_id] = _Watch(subscription)
+        watch.rooms += 1
+
+    async def _unwatch(self, workspace_id: str) -> None:
+        watch = self._watches.get(workspace_id)
+        if watch is not None:
+            watch.rooms -= 1
+            if watch.rooms <= 0:
+                del self._watches[workspace_id]
+                await watch.subscription.close()
+
+
+def _check_numbered(remote: _Remote) -> None:
+    if not remote.unnumbered:
+        remote.numbered.set()

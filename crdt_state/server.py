@@ -1,0 +1,73 @@
+"""The core of one replica, assembled from the ports it is given: the group committer,
+replication, the materializer, the post-commit path, the rooms, the panel service and the
+snapshot service. The composition root (app.py) chooses the adapters and hands them in; tests
+assemble it the same way around real adapters."""
+
+from __future__ import annotations
+
+import uuid
+
+from .committer import Committer
+from .config import Settings
+from .materializer import Materializer
+from .panels import PanelService
+from .pipeline import Pipeline
+from .ports import Fanout, SnapshotRepository, StateCache, Store
+from .registry import RoomRegistry
+from .replication import Replication
+from .room import RoomSettings
+from .snapshots import SnapshotService
+
+
+class Server:
+    def __init__(
+        self,
+        store: Store,
+        fanout: Fanout,
+        repository: SnapshotRepository,
+        settings: Settings,
+        *,
+        cache: StateCache | None = None,
+        replica_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.committer = Committer(store, store, window_seconds=settings.commit_window_ms / 1000)
+        self.replication = Replication(fanout, store, self.replica_id)
+        self.materializer = Materializer(
+            store, store, self.committer, cache, checkpoint_every=settings.checkpoint_every
+        )
+        self.pipeline = Pipeline(self.committer, self.replication, self.materializer)
+        self.registry = RoomRegistry(
+            store,
+            self.pipeline,
+            settings=RoomSettings(
+                checkpoint_every=settings.checkpoint_every,
+                max_awareness_bytes=settings.max_awareness_bytes,
+            ),
+            idle_seconds=settings.room_idle_seconds,
+        )
+        self.panels = PanelService(self.registry, store, store, self.committer, cache)
+        self.snapshots = SnapshotService(
+            self.panels,
+            store,
+            store,
+            repository,
+            interval_seconds=settings.snapshot_interval_seconds,
+        )
+        self.pipeline.workspace_changed = self.snapshots.mark_changed
+
+    def start(self, *, probe_seconds: float = 1.0) -> None:
+        self.committer.start(probe_seconds)
+        self.replication.start()
+        self.registry.start()
+        self.snapshots.start()
+
+    async def close(self, close_code: int | None = None) -> None:
+        """Stop snapshots, unload every room (closing its clients with `close_code`), send
+        what replication still holds, commit what is pending. Adapters stay open."""
+        await self.snapshots.close()
+        await self.registry.close(close_code)
+        await self.replication.close()
+        await self.committer.close()

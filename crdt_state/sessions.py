@@ -1,0 +1,84 @@
+"""A Yjs client's session in a room: the y-websocket protocol, spoken next to its socket.
+
+The Yjs face (faces/yjs_socket.py) reads and decodes frames and hands each message to the
+session, in the room (`room.submit(session.receive, message)`). The session answers sync
+requests, applies updates through the room (which alone changes the doc), and keeps the
+client's presence.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .connection import Connection
+from .model import Attribution, TriggeredBy
+from .protocol import (
+    Message,
+    MessageType,
+    ProtocolError,
+    SyncType,
+    awareness_message,
+    decode_awareness,
+    encode_awareness,
+    sync_step1,
+    sync_step2,
+)
+from .room import InvalidUpdate, Room
+from .status import CLOSE_BAD_MESSAGE, CLOSE_TOO_LARGE
+
+log = logging.getLogger(__name__)
+
+
+class YjsSession:
+    __slots__ = ("conn", "room", "who")
+
+    def __init__(self, room: Room, conn: Connection) -> None:
+        self.room = room
+        self.conn = conn
+        self.who = Attribution(TriggeredBy.USER, "yjs", conn.subject)
+
+    def join(self) -> None:
+        """Run in the room: say what the server has, and who is here."""
+        self.room.peers.connections.add(self.conn)
+        self.conn.send(sync_step1(self.room.state_vector()))
+        present = self.room.peers.presence.current()
+        if present:
+            self.conn.send(awareness_message(encode_awareness(present)))
+
+    def leave(self) -> None:
+        """Run in the room: the client's presence goes, for everyone."""
+        room = self.room
+        room.peers.connections.discard(self.conn)
+        room.relay_presence(room.peers.presence.remove_owner(self.conn), None)
+
+    def receive(self, message: Message) -> None:
+        """Run in the room: one message from the client."""
+        conn = self.conn
+        if conn.closing or conn not in self.room.peers.connections:
+            return
+        try:
+            self._dispatch(message)
+        except (ProtocolError, InvalidUpdate) as exc:
+            log.info("room %s: closing a client that sent a bad message: %s", self.room.key, exc)
+            conn.close(CLOSE_BAD_MESSAGE, str(exc))
+
+    def _dispatch(self, message: Message) -> None:
+        room, conn = self.room, self.conn
+        if message.type == MessageType.SYNC:
+            if message.sync_type == SyncType.STEP1:
+                conn.send(sync_step2(room.encode_missing(message.payload)))
+            elif not conn.can_write:
+                room.peers.dropped_read_only += 1
+            else:
+                room.apply(message.payload, conn, self.who)
+        elif message.type == MessageType.AWARENESS:
+            if not conn.can_write:
+                room.peers.dropped_read_only += 1
+                return
+            if len(message.payload) > room.settings.max_awareness_bytes:
+                conn.close(CLOSE_TOO_LARGE, "awareness state too large")
+                return
+            changed = room.peers.presence.apply(decode_awareness(message.payload), conn)
+            room.relay_presence(changed, conn)
+        elif message.type == MessageType.QUERY_AWARENESS:
+            conn.send(awareness_message(encode_awareness(room.peers.presence.current())))

@@ -47,13 +47,13 @@ def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None
     write_plan(panel, plan_patch(before, ops))
 
 
-def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:
+def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map[Any] | Array[Any], int]:
     """The deepest Y container on the way to the parent of `tokens`, and its depth.
 
     Below it the JSON view may go on inside a plain value (a JS object a browser stored
     whole): that part cannot merge and is rewritten from its container.
     """
-    node: Map | Array = panel.roots[tokens[0]]
+    node: Map[Any] | Array[Any] = panel.roots[tokens[0]]
     depth = 1
     while depth < len(tokens) - 1:
         child = node[_key(node, tokens[depth])]
@@ -63,7 +63,7 @@ def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map | Array, int]:
     return node, depth
 
 
-def _key(node: Map | Array, token: str) -> Any:
+def _key(node: Map[Any] | Array[Any], token: str) -> Any:
     if isinstance(node, Map):
         return token
     return len(node) if token == "-" else int(token)
@@ -110,7 +110,7 @@ def _get_or_missing(document: Any, tokens: Sequence[str]) -> Any:
         return MISSING
 
 
-def assign(node: Map | Array, key: Any, old: Any, new: Any) -> None:
+def assign(node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:
     """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
     little as possible: equal values stay, objects and arrays are merged into in place."""
     if old is not MISSING and json_equal(old, new):
@@ -127,7 +127,7 @@ def assign(node: Map | Array, key: Any, old: Any, new: Any) -> None:
         node.insert(key, to_y(new))
 
 
-def merge_map(ymap: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
+def merge_map(ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
     """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
     for key in old:
         if key not in new:
@@ -136,7 +136,7 @@ def merge_map(ymap: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
         assign(ymap, key, old.get(key, MISSING), value)
 
 
-def merge_array(yarray: Array, old: list[Any], new: list[Any]) -> None:
+def merge_array(yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
     """Keep the equal prefix and suffix; merge a middle of the same length element by
     element, else replace the middle (an unambiguous pairing is not known then)."""
     shortest = min(len(old), len(new))

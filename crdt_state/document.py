@@ -43,9 +43,9 @@ class PanelDoc:
 
     __slots__ = ("doc", "roots")
 
-    def __init__(self, doc: Doc | None = None) -> None:
+    def __init__(self, doc: Doc[Any] | None = None) -> None:
         self.doc = doc if doc is not None else Doc()
-        self.roots: dict[str, Map] = {name: self.doc.get(name, type=Map) for name in ROOTS}
+        self.roots: dict[str, Map[Any]] = {name: self.doc.get(name, type=Map) for name in ROOTS}
 
     def initialize(self, epoch: str, state: dict[str, Any] | None = None) -> None:
         """The panel's first transaction: server metadata and any initial state."""

@@ -10,7 +10,7 @@ Yjs client's edit would be.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,11 @@ from pycrdt import Doc
 
 from .doc_patch import replace_document, write_plan
 from .document import VIEW_ROOTS, PanelDoc
-from .errors import InvalidValue, PathNotFound
-from .jsonpatch import Operation, PatchPlan, format_pointer, plan_patch
+from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound
+from .jsonpatch import Operation, PatchPlan, fail, format_pointer, json_type, plan_patch
 from .model import JSONObject, JSONPatch, LoadedPanel
 from .replay import rebuild
-from .values import check_json, normalize_numbers
+from .values import check_json, escape_token, normalize_numbers
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -108,6 +108,45 @@ def whole_root_inverse(before: JSONObject, after: JSONObject) -> JSONPatch:
         for root in VIEW_ROOTS
         if before.get(root) != after.get(root)
     ]
+
+
+# -- panel paths -------------------------------------------------------------------------------
+
+
+def check_panel_paths(ops: Iterable[Operation], writable_roots: Sequence[str] = VIEW_ROOTS) -> None:
+    """Every path must lie in a root of the panel's JSON view that the caller may write.
+
+    Outside the view ("", $meta, unknown roots): InvalidPatch. A view root the caller may not
+    write: Forbidden. A root itself can be tested, or replaced by (merged with) an object.
+    """
+    for op in ops:
+        _check_root_path(op, op.path, op.pointer, writable_roots)
+        if op.from_path is not None:
+            _check_root_path(op, op.from_path, op.from_pointer or "", writable_roots)
+        if len(op.path) == 1:
+            _check_root_target(op)
+        if op.op == "move" and op.from_path is not None and len(op.from_path) == 1:
+            fail(InvalidPatch, op, f"the root {op.from_pointer} cannot be moved away.")
+
+
+def _check_root_path(
+    op: Operation, tokens: list[str], pointer: str, writable: Sequence[str]
+) -> None:
+    roots = ", ".join(f"/{escape_token(root)}" for root in writable)
+    if not tokens or tokens[0] not in VIEW_ROOTS:
+        where = f"'{pointer}'" if pointer else "the whole view"
+        fail(InvalidPatch, op, f"{where} is outside the panel's state; paths start with {roots}.")
+    if tokens[0] not in writable:
+        fail(Forbidden, op, f"{pointer} may not be written here; paths start with {roots}.")
+
+
+def _check_root_target(op: Operation) -> None:
+    if op.op == "remove":
+        fail(InvalidPatch, op, "a root cannot be removed; replace it with {} to empty it.")
+    if op.op in ("move", "copy"):
+        fail(InvalidPatch, op, "a root can only be replaced by an object value.")
+    if op.op in ("add", "replace") and not isinstance(op.value, dict):
+        fail(InvalidPatch, op, f"a root must stay an object, not {json_type(op.value)}.")
 
 
 # -- stale patches -------------------------------------------------------------------------

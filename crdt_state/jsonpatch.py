@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from .document import VIEW_ROOTS
-from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
+from .errors import InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
 from .values import MAX_DEPTH, check_json, escape_token, normalize_numbers
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
@@ -54,7 +53,7 @@ class Operation:
         return out
 
 
-def _fail(cls: type[StateError], op: Operation, reason: str) -> NoReturn:
+def fail(cls: type[StateError], op: Operation, reason: str) -> NoReturn:
     raise cls(f"{op.label()}: {reason}", operation=op.index, path=op.pointer)
 
 
@@ -112,7 +111,7 @@ def _parse_operation(index: int, item: object) -> Operation:
         op = replace(op, from_path=parse_pointer(from_pointer), from_pointer=from_pointer)
     if name in ("add", "replace", "test"):
         if "value" not in item:
-            _fail(InvalidPatch, op, "the 'value' member is missing.")
+            fail(InvalidPatch, op, "the 'value' member is missing.")
         op = replace(op, value=item["value"])
     _check_operation(op)
     if name in ("add", "replace", "test"):
@@ -141,9 +140,9 @@ def _member_pointer(item: dict[str, Any], member: str, where: str, index: int) -
 
 def _check_operation(op: Operation) -> None:
     if op.op == "remove" and not op.path:
-        _fail(InvalidPatch, op, "the whole document cannot be removed.")
+        fail(InvalidPatch, op, "the whole document cannot be removed.")
     if op.op == "move" and op.from_path is not None and _is_proper_prefix(op.from_path, op.path):
-        _fail(InvalidPatch, op, f"cannot move {op.from_pointer} into its own child.")
+        fail(InvalidPatch, op, f"cannot move {op.from_pointer} into its own child.")
     if op.op in ("add", "replace", "test"):
         try:
             check_json(op.value, op.pointer, len(op.path))
@@ -197,7 +196,7 @@ def apply_operation(document: Any, op: Operation) -> Any:
     if op.op == "test":
         actual = value_at(document, op.path, op)
         if not json_equal(actual, op.value):
-            _fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
+            fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
         return document
     if op.op == "add":
         return with_added(document, op.path, op.value, op)
@@ -218,7 +217,7 @@ def apply_operation(document: Any, op: Operation) -> Any:
 def _check_depth(value: Any, op: Operation) -> None:
     # A copy of a value the doc already holds is valid, unless it lands too deep.
     if len(op.path) + _nesting(value) > MAX_DEPTH:
-        _fail(InvalidValue, op, f"the value would nest deeper than {MAX_DEPTH} levels.")
+        fail(InvalidValue, op, f"the value would nest deeper than {MAX_DEPTH} levels.")
 
 
 def _nesting(value: Any) -> int:
@@ -244,12 +243,12 @@ def value_at(document: Any, tokens: Sequence[str], op: Operation) -> Any:
 def _child(node: Any, token: str, parent: Sequence[str], op: Operation) -> Any:
     if isinstance(node, dict):
         if token not in node:
-            _fail(PathNotFound, op, f"{format_pointer([*parent, token])} does not exist.")
+            fail(PathNotFound, op, f"{format_pointer([*parent, token])} does not exist.")
         return node[token]
     if isinstance(node, list):
         return node[_index(token, len(node), parent, op, append=False)]
     where = format_pointer(parent) or "the document"
-    _fail(PathNotFound, op, f"{where} is {json_type(node)}, which has no member {token!r}.")
+    fail(PathNotFound, op, f"{where} is {json_type(node)}, which has no member {token!r}.")
 
 
 def _index(token: str, length: int, parent: Sequence[str], op: Operation, append: bool) -> int:
@@ -258,11 +257,11 @@ def _index(token: str, length: int, parent: Sequence[str], op: Operation, append
         return length
     where = format_pointer(parent) or "the document"
     if not _ARRAY_INDEX.fullmatch(token):
-        _fail(PathNotFound, op, f"{token!r} is not an index of the array {where}.")
+        fail(PathNotFound, op, f"{token!r} is not an index of the array {where}.")
     # Long digit strings are out of range anyway, and int() refuses over 4300 digits.
     index = int(token) if len(token) <= 18 else length + 1
     if index > (length if append else length - 1):
-        _fail(PathNotFound, op, f"index {token} is out of range (length {length}).")
+        fail(PathNotFound, op, f"index {token} is out of range (length {length}).")
     return index
 
 
@@ -295,7 +294,7 @@ def with_added(document: Any, tokens: Sequence[str], value: Any, op: Operation) 
         if isinstance(node, list):
             index = _index(last, len(node), parent, op, append=True)
             return [*node[:index], value, *node[index:]]
-        _fail(PathNotFound, op, f"{format_pointer(parent) or 'the document'} is not a container.")
+        fail(PathNotFound, op, f"{format_pointer(parent) or 'the document'} is not a container.")
 
     return _update(document, parent, edit, op)
 
@@ -327,45 +326,6 @@ def _replace(document: Any, tokens: Sequence[str], value: Any, op: Operation) ->
         return copy
 
     return _update(document, parent, edit, op)
-
-
-# -- panel paths -------------------------------------------------------------------------------
-
-
-def check_panel_paths(ops: Iterable[Operation], writable_roots: Sequence[str] = VIEW_ROOTS) -> None:
-    """Every path must lie in a root of the panel's JSON view that the caller may write.
-
-    Outside the view ("", $meta, unknown roots): InvalidPatch. A view root the caller may not
-    write: Forbidden. A root itself can be tested, or replaced by (merged with) an object.
-    """
-    for op in ops:
-        _check_root_path(op, op.path, op.pointer, writable_roots)
-        if op.from_path is not None:
-            _check_root_path(op, op.from_path, op.from_pointer or "", writable_roots)
-        if len(op.path) == 1:
-            _check_root_target(op)
-        if op.op == "move" and op.from_path is not None and len(op.from_path) == 1:
-            _fail(InvalidPatch, op, f"the root {op.from_pointer} cannot be moved away.")
-
-
-def _check_root_path(
-    op: Operation, tokens: list[str], pointer: str, writable: Sequence[str]
-) -> None:
-    roots = ", ".join(f"/{escape_token(root)}" for root in writable)
-    if not tokens or tokens[0] not in VIEW_ROOTS:
-        where = f"'{pointer}'" if pointer else "the whole view"
-        _fail(InvalidPatch, op, f"{where} is outside the panel's state; paths start with {roots}.")
-    if tokens[0] not in writable:
-        _fail(Forbidden, op, f"{pointer} may not be written here; paths start with {roots}.")
-
-
-def _check_root_target(op: Operation) -> None:
-    if op.op == "remove":
-        _fail(InvalidPatch, op, "a root cannot be removed; replace it with {} to empty it.")
-    if op.op in ("move", "copy"):
-        _fail(InvalidPatch, op, "a root can only be replaced by an object value.")
-    if op.op in ("add", "replace") and not isinstance(op.value, dict):
-        _fail(InvalidPatch, op, f"a root must stay an object, not {json_type(op.value)}.")
 
 
 # -- one pass: the result, its inverse, and the steps the doc replays ------------------------

@@ -15,6 +15,7 @@ from .committer import Committer
 from .document import PanelDoc
 from .errors import PanelNotFound, Unavailable, VersionConflict
 from .json_edits import (
+    check_panel_paths,
     check_targets_still_exist,
     patch_edit,
     preview_merge,
@@ -22,7 +23,7 @@ from .json_edits import (
     stale_update,
     whole_root_inverse,
 )
-from .jsonpatch import Operation, check_panel_paths
+from .jsonpatch import Operation
 from .log_order import fill_patches
 from .materializer import Materializer
 from .model import (

@@ -107,7 +107,7 @@ def events_to_patch(prefix: str, events: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def _map_ops(base: str, event: MapEvent) -> list[dict[str, Any]]:
-    target: Map = event.target  # type: ignore[attr-defined]
+    target: Map[Any] = event.target  # type: ignore[attr-defined]
     keys: dict[str, dict[str, Any]] = event.keys  # type: ignore[attr-defined]
     ops: list[dict[str, Any]] = []
     for key, change in keys.items():
@@ -124,7 +124,7 @@ def _map_ops(base: str, event: MapEvent) -> list[dict[str, Any]]:
 
 
 def _array_ops(base: str, event: ArrayEvent) -> list[dict[str, Any]]:
-    target: Array = event.target  # type: ignore[attr-defined]
+    target: Array[Any] = event.target  # type: ignore[attr-defined]
     delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
     ops: list[dict[str, Any]] = []
     index = 0  # in the array as it is after the parts of the delta seen so far

@@ -1,9 +1,7 @@
 """A room: one live panel doc and its inbox. The room is the only way to change the doc.
 
-Everything that touches the doc runs in the room, one step at a time (`submit` queues work,
-`call` queues it and returns its result): when nothing is queued, work runs at once in the
-caller's task (same order, no hop); otherwise the room's task runs it behind what is queued.
-Work is synchronous, so each step sees and leaves a consistent doc.
+Everything that touches the doc runs in the room, one step at a time (a room is an actor:
+see actor.py), so each step sees and leaves a consistent doc.
 
 A change, whatever made it (a Yjs client's update, a REST edit, a revert, a restore, a
 deletion), leaves the room the same way: as one `Change` (the commit event: key, epoch,
@@ -15,9 +13,7 @@ other replicas made and logged come in through `apply_logged`: shown, never logg
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from pycrdt import merge_updates
 
+from .actor import Actor
 from .document import META, SCHEMA_VERSION, PanelDoc
 from .errors import StateError
 from .jsonpatch import apply_to_json, derived_patch
@@ -90,7 +87,7 @@ def is_crdt_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
-class Room:
+class Room(Actor):
     def __init__(
         self,
         key: PanelKey,
@@ -99,6 +96,7 @@ class Room:
         sink: ChangeSink,
         settings: RoomSettings,
     ) -> None:
+        super().__init__(f"room {key}", settings.inbox_size)
         self.key = key
         self.epoch = info.epoch
         self.version = info.version
@@ -106,8 +104,6 @@ class Room:
         self.settings = settings
         self.peers = Peers()
         self.position = LogPosition(info.version)
-        self.last_used = time.monotonic()
-        self.closed = False
         self.deleted = False
         self._panel = panel
         self._sink = sink
@@ -120,72 +116,10 @@ class Room:
         self._full_state: tuple[int, bytes] | None = None
         self._view: JSONObject | None = None
         self._pending: set[asyncio.Future[int]] = set()  # commits not answered yet
-        self.inbox: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...], Any]] = asyncio.Queue(
-            settings.inbox_size
-        )
-        self._task = asyncio.create_task(self._run(), name=f"room {key}")
-
-    # -- the actor -------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            fn, args, future = await self.inbox.get()
-            if fn is _STOP:
-                return
-            self._execute(fn, args, future)
-
-    def _execute(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Any) -> None:
-        try:
-            result = fn(*args)
-        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-            raise
-        except BaseException as exc:  # PanicException included: the room must live on
-            if future is None:
-                log.exception("room %s: %s failed", self.key, getattr(fn, "__name__", fn))
-            elif not future.done():
-                future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
-        else:
-            if future is not None and not future.done():
-                future.set_result(result)
-
-    async def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Queue work without waiting for it; waits only while the inbox is full (so a flood
-        slows its source down instead of growing memory)."""
-        self.last_used = time.monotonic()
-        if self.inbox.empty() and not self.closed:
-            self._execute(fn, args, None)
-            return
-        await self.inbox.put((fn, args, None))
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> bool:
-        """Queue work from a callback that cannot wait; False when the room is closed or its
-        inbox is full (the caller tries again later)."""
-        if self.closed:
-            return False
-        try:
-            self.inbox.put_nowait((fn, args, None))
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` in the room (see above) and return its result."""
-        self.last_used = time.monotonic()
-        if kwargs:
-            fn = functools.partial(fn, **kwargs)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        if self.inbox.empty() and not self.closed:
-            self._execute(fn, args, future)
-        else:
-            await self.inbox.put((fn, args, future))
-        return await future
 
     async def stop(self) -> None:
         """Finish queued work and take no more; then wait for this room's pending commits."""
-        if not self.closed:
-            self.closed = True
-            await self.inbox.put((_STOP, (), None))
-            await self._task
+        await self.finish()
         await self.settle()
 
     def release(self) -> None:
@@ -410,7 +344,3 @@ class Room:
 
     def _on_meta_event(self, event: Any) -> None:
         self._meta_touched = True
-
-
-def _STOP() -> None:  # sentinel for the inbox
-    return None

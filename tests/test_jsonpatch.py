@@ -14,10 +14,10 @@ from pycrdt import Doc
 from crdt_state.doc_patch import apply_to_doc, replace_document
 from crdt_state.document import STATE, PanelDoc, new_epoch
 from crdt_state.errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, TestFailed
+from crdt_state.json_edits import check_panel_paths
 from crdt_state.jsonpatch import (
     PATCH_ERRORS,
     apply_to_json,
-    check_panel_paths,
     inverse_patch,
     json_equal,
     parse_patch,

@@ -40,11 +40,6 @@ class PanelNotFound(StateError):
     status = 404
 
 
-class PanelExists(StateError):
-    code = "panel_exists"
-    status = 409
-
-
 class StaleEpoch(StateError):
     """The panel was deleted or re-created since the caller loaded it."""
 

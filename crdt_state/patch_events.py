@@ -2,9 +2,10 @@
 
 pycrdt (0.14.13) fires one deep-event batch per transaction and root, after the transaction
 is committed; each event sums up what one Y type changed in that transaction:
-- MapEvent.keys: {key: {"action": "add" | "update" | "delete", ...}}. Its oldValue/newValue
-  are useless here: numbers come back as floats and Y types as live objects, so the value
-  is read from event.target, which already holds the transaction's final state.
+- MapEvent.keys: {key: {"action": "add" | "update" | "delete", "newValue"?, ...}}. newValue
+  is the transaction's final value of the key (numbers as floats, Y types as live objects:
+  render_value turns both into the view's JSON); without it the value is read from
+  event.target, which already holds the transaction's final state.
 - ArrayEvent.delta: [{"retain": n} | {"insert": [items]} | {"delete": n}] against the array
   as it was before the transaction.
 - event.path: keys and indices from the observed root to the target, in the state AFTER

@@ -42,6 +42,14 @@ def check_json(value: Any, pointer: str = "", depth: int = 0) -> None:
                 f"The number at '{pointer or '/'}' is not finite; JSON has no NaN or Infinity.",
                 path=pointer,
             )
+        if MAX_SAFE_INTEGER < abs(value) <= 2**63 and value.is_integer():
+            # The doc would show it as an integer beyond ±(2^53−1), which no JSON client can
+            # hold exactly (and which this server refuses as input): refuse it here too.
+            raise InvalidValue(
+                f"The number at '{pointer or '/'}' is a whole number outside ±(2^53−1); "
+                "send it as a string to keep every digit.",
+                path=pointer,
+            )
         return
     if depth >= MAX_DEPTH:
         raise InvalidValue(

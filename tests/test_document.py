@@ -23,6 +23,10 @@ from crdt_state.values import MAX_SAFE_INTEGER, check_json
         ({"x": {1: "non-string key"}}, "/x"),
         ({"a/b": {"~": "\ud800"}}, "/a~1b/~0"),
         ({"x": {1, 2}}, "/x"),
+        # Whole floats the doc would show as integers beyond ±(2^53−1).
+        ({"x": 1e18}, "/x"),
+        ({"x": -float(2**53)}, "/x"),
+        ({"x": float(2**63)}, "/x"),
     ],
 )
 def test_values_the_doc_cannot_hold_are_refused_with_their_pointer(value, path):
@@ -43,8 +47,19 @@ def test_json_values_at_the_edges_are_accepted():
             "s": "ü",
             "a": [[], {}],
             "e": "",
+            "whole float": float(MAX_SAFE_INTEGER),
+            "big float": 1e300,  # shown as a float, never as an integer
         }
     )
+
+
+def test_every_number_accepted_reads_back_as_a_number_that_would_be_accepted():
+    """The view never shows a number that a client could not send back."""
+    panel = PanelDoc()
+    values = [float(MAX_SAFE_INTEGER), -float(MAX_SAFE_INTEGER), 1e300, 2.5, 1e19, 3.0]
+    state = {f"k{n}": value for n, value in enumerate(values)}
+    panel.initialize(new_epoch(), state)
+    check_json(panel.render())
 
 
 def test_deep_nesting_is_refused_before_it_can_overflow_anything():

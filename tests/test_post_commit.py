@@ -21,7 +21,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from adapters.git import GitSnapshotRepository
-from adapters.local import LocalFanout
+from adapters.local import LocalBus, LocalFanout
 from adapters.redis import RedisStateCache
 from adapters.sqlite import SqliteUpdateLog
 from crdt_state.config import Settings
@@ -69,10 +69,12 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = await SqliteUpdateLog.open(tmp_path / "log.sqlite3")
     cache = CountingCache(await RedisStateCache.open(redis_server.url()))
-    bus = LocalFanout()
+    bus = LocalBus()
     settings = Settings(commit_window_ms=1, room_idle_seconds=0, snapshot_interval_seconds=0)
     servers = [
-        Server(store, bus, GitSnapshotRepository(tmp_path / "git"), settings, cache=cache)
+        Server(
+            store, LocalFanout(bus), GitSnapshotRepository(tmp_path / "git"), settings, cache=cache
+        )
         for _ in range(2)
     ]
     for server in servers:

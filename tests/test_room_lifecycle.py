@@ -10,7 +10,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from adapters.git import GitSnapshotRepository
-from adapters.local import LocalFanout
+from adapters.local import LocalBus, LocalFanout
 from adapters.sqlite import SqliteUpdateLog
 from crdt_state.config import Settings
 from crdt_state.document import PanelDoc
@@ -146,8 +146,8 @@ async def test_two_thousand_rooms_open_and_close_without_memory_growth(registry)
 
 async def test_two_replicas_on_one_fanout_apply_each_others_changes_without_relogging(tmp_path):
     store = await SqliteUpdateLog.open(tmp_path / "shared.sqlite3")
-    bus = LocalFanout()
-    servers = [await start_server(tmp_path / str(n), store, bus) for n in range(2)]
+    bus = LocalBus()  # two replicas in one process
+    servers = [await start_server(tmp_path / str(n), store, LocalFanout(bus)) for n in range(2)]
     key = PanelKey("ws", "shared")
     first = await servers[0].registry.open(key, create=True, subject="alice")
     second = await servers[1].registry.open(key, create=False)

@@ -13,16 +13,18 @@ from typing import Any
 from pycrdt import Array, Map
 
 from .document import VIEW_ROOTS, PanelDoc, to_y
-from .errors import InvalidPatch, InvalidValue, PathNotFound
+from .errors import InvalidPatch, InvalidValue
 from .jsonpatch import (
     MISSING,
     Operation,
     PatchPlan,
+    Step,
+    apply_to_json,
     json_equal,
     json_type,
     plan_patch,
-    value_at,
 )
+from .patch_events import render_value
 from .values import check_json, escape_token
 
 
@@ -35,16 +37,35 @@ def write_plan(panel: PanelDoc, plan: PatchPlan) -> None:
     """
     with panel.doc.transaction():
         for step in plan.steps:
-            if step.kind == "remove":
-                _doc_remove(panel, step.path, step.before, step.after)
-            else:
-                views = (step.before, step.after)
-                _doc_write(panel, step.path, views, step.value, insert=step.kind == "add")
+            _write_step(panel, step)
 
 
 def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
     """Check `ops` against `before` (the panel's current JSON view) and replay them."""
     write_plan(panel, plan_patch(before, ops))
+
+
+def _write_step(panel: PanelDoc, step: Step) -> None:
+    tokens = step.path
+    if len(tokens) == 1:  # a root: its object merges key by key
+        if step.kind == "remove":
+            raise InvalidPatch("A root of the panel cannot be removed.")
+        merge_map(panel.roots[tokens[0]], step.old, step.value)
+        return
+    node, depth = _locate(panel, tokens)
+    key = _key(node, tokens[depth])
+    if depth < len(tokens) - 1:
+        # Inside a plain value (a JS object a browser stored whole): it cannot merge, so it
+        # is rewritten from its container with the step applied to it.
+        blob = render_value(node[key])
+        inner = Operation(-1, step.kind, tokens[depth + 1 :], "", value=step.value)
+        assign(node, key, blob, apply_to_json(blob, [inner]))
+    elif step.kind == "remove":
+        del node[key]
+    elif step.kind == "add" and isinstance(node, Array):
+        node.insert(key, to_y(step.value))
+    else:
+        assign(node, key, step.old, step.value)
 
 
 def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map[Any] | Array[Any], int]:
@@ -67,47 +88,6 @@ def _key(node: Map[Any] | Array[Any], token: str) -> Any:
     if isinstance(node, Map):
         return token
     return len(node) if token == "-" else int(token)
-
-
-def _doc_write(
-    panel: PanelDoc, tokens: Sequence[str], views: tuple[Any, Any], value: Any, insert: bool
-) -> None:
-    """Put `value` at `tokens`; `views` is the JSON view before and after this one step."""
-    before, after = views
-    if len(tokens) == 1:
-        merge_map(panel.roots[tokens[0]], before[tokens[0]], value)
-        return
-    node, depth = _locate(panel, tokens)
-    key = _key(node, tokens[depth])
-    if depth < len(tokens) - 1:  # inside a plain value: rewrite it from its container
-        here = tokens[: depth + 1]
-        assign(node, key, value_at(before, here, _NO_OP), value_at(after, here, _NO_OP))
-    elif insert and isinstance(node, Array):
-        node.insert(key, to_y(value))
-    else:
-        assign(node, key, _get_or_missing(before, tokens), value)
-
-
-def _doc_remove(panel: PanelDoc, tokens: Sequence[str], before: Any, after: Any) -> None:
-    if len(tokens) < 2:
-        raise InvalidPatch("A root of the panel cannot be removed.")
-    node, depth = _locate(panel, tokens)
-    key = _key(node, tokens[depth])
-    if depth == len(tokens) - 1:
-        del node[key]
-    else:
-        here = tokens[: depth + 1]
-        assign(node, key, value_at(before, here, _NO_OP), value_at(after, here, _NO_OP))
-
-
-_NO_OP = Operation(-1, "replay", [], "")
-
-
-def _get_or_missing(document: Any, tokens: Sequence[str]) -> Any:
-    try:
-        return value_at(document, tokens, _NO_OP)
-    except PathNotFound:
-        return MISSING
 
 
 def assign(node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:

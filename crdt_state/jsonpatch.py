@@ -8,9 +8,11 @@ inverse and the steps the doc replays.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
+
+import orjson
 
 from .errors import InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
 from .values import MAX_DEPTH, check_json, escape_token, normalize_numbers
@@ -180,40 +182,6 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def apply_to_json(document: Any, ops: Iterable[Operation]) -> Any:
-    """Apply a parsed patch to plain JSON and return the new document.
-
-    Pure: the input is never mutated; the result shares unchanged subtrees with it (and with
-    the patch's values), so treat both as immutable. Raises PathNotFound, TestFailed,
-    InvalidValue or InvalidPatch naming the failing operation.
-    """
-    for op in ops:
-        document = apply_operation(document, op)
-    return document
-
-
-def apply_operation(document: Any, op: Operation) -> Any:
-    if op.op == "test":
-        actual = value_at(document, op.path, op)
-        if not json_equal(actual, op.value):
-            fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
-        return document
-    if op.op == "add":
-        return with_added(document, op.path, op.value, op)
-    if op.op == "remove":
-        return with_removed(document, op.path, op)
-    if op.op == "replace":
-        return _replace(document, op.path, op.value, op)
-    assert op.from_path is not None
-    value = value_at(document, op.from_path, op)
-    if op.op == "move":
-        if op.from_path == op.path:
-            return document
-        document = with_removed(document, op.from_path, op)
-    _check_depth(value, op)
-    return with_added(document, op.path, value, op)
-
-
 def _check_depth(value: Any, op: Operation) -> None:
     # A copy of a value the doc already holds is valid, unless it lands too deep.
     if len(op.path) + _nesting(value) > MAX_DEPTH:
@@ -265,159 +233,173 @@ def _index(token: str, length: int, parent: Sequence[str], op: Operation, append
     return index
 
 
-def _update(node: Any, tokens: Sequence[str], edit: Callable[[Any], Any], op: Operation) -> Any:
-    """Copy on write: rebuild the containers on the path to `tokens`, editing the last one."""
-    return _update_from(node, tokens, 0, edit, op)
-
-
-def _update_from(
-    node: Any, tokens: Sequence[str], depth: int, edit: Callable[[Any], Any], op: Operation
-) -> Any:
-    if depth == len(tokens):
-        return edit(node)
-    token = tokens[depth]
-    child = _child(node, token, tokens[:depth], op)
-    copy = dict(node) if isinstance(node, dict) else list(node)
-    key = token if isinstance(node, dict) else int(token)
-    copy[key] = _update_from(child, tokens, depth + 1, edit, op)  # type: ignore[index]
-    return copy
-
-
-def with_added(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
-    if not tokens:
-        return value
-    parent, last = tokens[:-1], tokens[-1]
-
-    def edit(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {**node, last: value}
-        if isinstance(node, list):
-            index = _index(last, len(node), parent, op, append=True)
-            return [*node[:index], value, *node[index:]]
-        fail(PathNotFound, op, f"{format_pointer(parent) or 'the document'} is not a container.")
-
-    return _update(document, parent, edit, op)
-
-
-def with_removed(document: Any, tokens: Sequence[str], op: Operation) -> Any:
-    parent, last = tokens[:-1], tokens[-1]
-
-    def edit(node: Any) -> Any:
-        _child(node, last, parent, op)  # raises unless it exists
-        if isinstance(node, dict):
-            return {key: item for key, item in node.items() if key != last}
-        index = int(last)
-        return [*node[:index], *node[index + 1 :]]
-
-    return _update(document, parent, edit, op)
-
-
-def _replace(document: Any, tokens: Sequence[str], value: Any, op: Operation) -> Any:
-    if not tokens:
-        return value
-    parent, last = tokens[:-1], tokens[-1]
-
-    def edit(node: Any) -> Any:
-        _child(node, last, parent, op)
-        if isinstance(node, dict):
-            return {**node, last: value}
-        copy = list(node)
-        copy[int(last)] = value
-        return copy
-
-    return _update(document, parent, edit, op)
-
-
-# -- one pass: the result, its inverse, and the steps the doc replays ------------------------
+# -- applying: one pass, linear in the operations --------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One primitive change of a patch (move = remove + add, copy = add), with the document
-    just before and just after it: what the Y doc needs to replay it (doc_patch.py)."""
+    """One primitive change of a patch (move = remove + add, copy = add): what the Y doc needs
+    to replay it (doc_patch.py). `path` has array indices resolved ("-" is the index it
+    meant); `old` is the value the step replaced or removed (MISSING: none). Values are never
+    mutated after a step records them."""
 
     kind: str  # add | remove | replace
     path: list[str]
     value: Any
-    before: Any
-    after: Any
+    old: Any
 
 
 @dataclass(frozen=True, slots=True)
 class PatchPlan:
-    """A patch checked against a document: the result, the inverse, the primitive steps."""
+    """A patch checked against a document: the result, the inverse, the primitive steps, and
+    the JSON size of what it writes (the values it adds, copies and moves)."""
 
     after: Any
     inverse: list[dict[str, Any]]
     steps: list[Step]
+    written_bytes: int
+
+
+class _Working:
+    """The document being patched. Containers are copied the first time an operation writes
+    into them (the input is never mutated) and written in place after that, so each
+    operation costs the depth of its path, not the size of the containers on it."""
+
+    def __init__(self, document: Any, record: bool) -> None:
+        self.root = document
+        self.record = record
+        self.steps: list[Step] = []
+        self.undo: list[dict[str, Any]] = []
+        self.written = 0
+        self._owned: dict[int, Any] = {}  # id -> container copied here (kept alive: ids stay)
+
+    def apply(self, op: Operation) -> None:
+        if op.op == "test":
+            actual = value_at(self.root, op.path, op)
+            if not json_equal(actual, op.value):
+                fail(TestFailed, op, f"the value is {_short(actual)}, not {_short(op.value)}.")
+            return
+        if op.op in ("add", "replace"):
+            self._step(op.op, op.path, op.value, op, size=self.record)
+            return
+        if op.op == "remove":
+            self._step("remove", op.path, None, op)
+            return
+        assert op.from_path is not None
+        value = value_at(self.root, op.from_path, op)
+        if op.op == "move" and op.from_path == op.path:
+            return
+        _check_depth(value, op)
+        value = self._snapshot(value)  # a value of the doc, now in a second place
+        if op.op == "move":
+            self._step("remove", op.from_path, None, op)
+        self._step("add", op.path, value, op)
+
+    def _snapshot(self, value: Any) -> Any:
+        if not isinstance(value, dict | list):
+            return value
+        encoded = orjson.dumps(value)
+        self.written += len(encoded)
+        return orjson.loads(encoded)
+
+    def _step(
+        self, kind: str, tokens: list[str], value: Any, op: Operation, size: bool = False
+    ) -> None:
+        if size and isinstance(value, dict | list):
+            self.written += len(orjson.dumps(value))
+        if not tokens:  # the whole document
+            old, self.root = self.root, value
+            self._note(kind, tokens, value, old, {"op": "replace", "path": "", "value": old})
+            return
+        parent = self._container(tokens[:-1], op)
+        last = tokens[-1]
+        if isinstance(parent, dict):
+            old = (
+                _child(parent, last, tokens[:-1], op)
+                if kind != "add"
+                else parent.get(last, MISSING)
+            )
+            if kind == "remove":
+                del parent[last]
+            else:
+                parent[last] = value
+            path = tokens
+        else:
+            index = _index(last, len(parent), tokens[:-1], op, append=kind == "add")
+            path = [*tokens[:-1], str(index)]
+            if kind == "add":
+                old = MISSING
+                parent.insert(index, value)
+            elif kind == "remove":
+                old = parent.pop(index)
+            else:
+                old = parent[index]
+                parent[index] = value
+        pointer = format_pointer(path)
+        if kind == "remove":
+            inverse = {"op": "add", "path": pointer, "value": old}
+        elif old is MISSING:
+            inverse = {"op": "remove", "path": pointer}
+        else:
+            inverse = {"op": "replace", "path": pointer, "value": old}
+        self._note(kind, path, value, old, inverse)
+
+    def _note(
+        self, kind: str, path: list[str], value: Any, old: Any, inverse: dict[str, Any]
+    ) -> None:
+        if self.record:
+            self.steps.append(Step(kind, path, value, old))
+            self.undo.append(inverse)
+
+    def _container(self, tokens: Sequence[str], op: Operation) -> Any:
+        """The container at `tokens`, writable: copied (with every container above it) unless
+        this patch copied it already."""
+        node = self.root = self._own(self.root)
+        for depth, token in enumerate(tokens):
+            child = _child(node, token, tokens[:depth], op)
+            if not isinstance(child, dict | list):
+                where = format_pointer(tokens[: depth + 1])
+                fail(PathNotFound, op, f"{where} is {json_type(child)}, not a container.")
+            owned = self._own(child)
+            if owned is not child:
+                node[token if isinstance(node, dict) else int(token)] = owned
+            node = owned
+        if not isinstance(node, dict | list):
+            fail(PathNotFound, op, "the document is not a container.")
+        return node
+
+    def _own(self, node: Any) -> Any:
+        if not isinstance(node, dict | list) or id(node) in self._owned:
+            return node
+        copy = dict(node) if isinstance(node, dict) else list(node)
+        self._owned[id(copy)] = copy
+        return copy
 
 
 def plan_patch(before: Any, ops: Iterable[Operation]) -> PatchPlan:
     """Apply `ops` to plain JSON once, keeping what every consumer needs of that pass.
 
     Raises (PathNotFound, TestFailed, InvalidValue, InvalidPatch) naming the failing
-    operation, before anything could have been touched. The inverse turns the result back
-    into `before`: each step's inverse is taken against the document just before it, and
-    the inverses run in reverse order; array "-" is resolved to the index it meant.
+    operation, before anything could have been touched. The input is never mutated. The
+    inverse turns the result back into `before`: each step's inverse is taken against the
+    document just before it, and the inverses run in reverse order.
     """
-    steps: list[Step] = []
-    undo: list[dict[str, Any]] = []
-    current = before
+    work = _Working(before, record=True)
     for op in ops:
-        if op.op == "test":
-            apply_operation(current, op)
-            continue
-        for kind, tokens, value in _steps(current, op):
-            after = _apply_step(current, kind, tokens, value, op)
-            undo.append(_invert_step(current, kind, tokens, op))
-            steps.append(Step(kind, tokens, value, current, after))
-            current = after
-    undo.reverse()
-    return PatchPlan(current, undo, steps)
+        work.apply(op)
+    work.undo.reverse()
+    return PatchPlan(work.root, work.undo, work.steps, work.written)
+
+
+def apply_to_json(document: Any, ops: Iterable[Operation]) -> Any:
+    """Apply a parsed patch to plain JSON and return the new document (the input is never
+    mutated; the result shares unchanged subtrees with it). Raises like plan_patch."""
+    work = _Working(document, record=False)
+    for op in ops:
+        work.apply(op)
+    return work.root
 
 
 def inverse_patch(before: Any, ops: Iterable[Operation]) -> list[dict[str, Any]]:
     """A JSON Patch that turns the result of `ops` on `before` back into `before`."""
     return plan_patch(before, ops).inverse
-
-
-def _steps(current: Any, op: Operation) -> list[tuple[str, list[str], Any]]:
-    if op.op in ("add", "remove", "replace"):
-        return [(op.op, op.path, op.value)]
-    assert op.from_path is not None
-    value = value_at(current, op.from_path, op)
-    if op.op == "copy":
-        return [("add", op.path, value)]
-    if op.from_path == op.path:
-        return []
-    return [("remove", op.from_path, None), ("add", op.path, value)]
-
-
-def _apply_step(current: Any, kind: str, tokens: list[str], value: Any, op: Operation) -> Any:
-    # Errors name the operation as the caller wrote it, not the step.
-    if kind == "remove":
-        return with_removed(current, tokens, op)
-    if kind == "replace":
-        return _replace(current, tokens, value, op)
-    if op.op in ("move", "copy"):
-        _check_depth(value, op)
-    return with_added(current, tokens, value, op)
-
-
-def _invert_step(current: Any, kind: str, tokens: list[str], op: Operation) -> dict[str, Any]:
-    if not tokens:
-        return {"op": "replace", "path": "", "value": current}
-    parent = value_at(current, tokens[:-1], op)
-    last = tokens[-1]
-    if isinstance(parent, list):
-        last = str(_index(last, len(parent), tokens[:-1], op, append=kind == "add"))
-    pointer = format_pointer([*tokens[:-1], last])
-    if kind == "remove":
-        return {"op": "add", "path": pointer, "value": value_at(current, tokens, op)}
-    if kind == "replace" or (isinstance(parent, dict) and last in parent):
-        return {"op": "replace", "path": pointer, "value": parent[_key_in(parent, last)]}
-    return {"op": "remove", "path": pointer}
-
-
-def _key_in(parent: Any, token: str) -> Any:
-    return token if isinstance(parent, dict) else int(token)

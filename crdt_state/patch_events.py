@@ -125,7 +125,6 @@ def _map_ops(base: str, event: MapEvent) -> list[dict[str, Any]]:
 
 
 def _array_ops(base: str, event: ArrayEvent) -> list[dict[str, Any]]:
-    target: Array[Any] = event.target  # type: ignore[attr-defined]
     delta: list[dict[str, Any]] = event.delta  # type: ignore[attr-defined]
     ops: list[dict[str, Any]] = []
     index = 0  # in the array as it is after the parts of the delta seen so far
@@ -133,11 +132,11 @@ def _array_ops(base: str, event: ArrayEvent) -> list[dict[str, Any]]:
         if "retain" in part:
             index += part["retain"]
         elif "insert" in part:
-            for _ in part["insert"]:
+            # The delta carries the inserted values (live Y types for containers, so their
+            # final state): no lookup by index, which costs the array's length in pycrdt.
+            for item in part["insert"]:
                 # The inserted item sits at `index` in the final array too.
-                ops.append(
-                    {"op": "add", "path": f"{base}/{index}", "value": render_value(target[index])}
-                )
+                ops.append({"op": "add", "path": f"{base}/{index}", "value": render_value(item)})
                 index += 1
         elif "delete" in part:
             ops.extend({"op": "remove", "path": f"{base}/{index}"} for _ in range(part["delete"]))

@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ from crdt_state.model import (
     SnapshotRecord,
     TriggeredBy,
 )
+from crdt_state.revocations import Revocation, RevocationKind
 from migrations import migration_files
 
 _DIALECT = "postgres"
@@ -682,6 +684,52 @@ class PostgresUpdateLog:
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1")
+
+    async def revoke(self, revocation: Revocation) -> Revocation:
+        async with self._transaction() as conn:
+            # Inserts take turns (readers do not wait): ids become visible in the order they
+            # are given, so a replica polling `id > cursor` never passes one still uncommitted.
+            await conn.execute("LOCK TABLE revocations IN SHARE ROW EXCLUSIVE MODE")
+            stored_id = await conn.fetchval(
+                "INSERT INTO revocations (kind, value, revoked_at, expires_at, revoked_by, reason)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                str(revocation.kind),
+                revocation.value,
+                _aware(revocation.revoked_at),
+                None if revocation.expires_at is None else _aware(revocation.expires_at),
+                revocation.revoked_by,
+                revocation.reason,
+            )
+        return replace(revocation, id=stored_id)
+
+    async def revocations_since(self, cursor: int, limit: int = 1000) -> list[Revocation]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT id, kind, value, revoked_at, expires_at, revoked_by, reason"
+                " FROM revocations WHERE id > $1 AND (expires_at IS NULL OR expires_at > now())"
+                " ORDER BY id LIMIT $2",
+                cursor,
+                max(limit, 0),
+            )
+        return [
+            Revocation(
+                RevocationKind(kind),
+                value,
+                revoked_at,
+                expires_at,
+                revoked_by,
+                reason,
+                id=row_id,
+            )
+            for row_id, kind, value, revoked_at, expires_at, revoked_by, reason in rows
+        ]
+
+    async def purge_revocations(self, now: datetime) -> int:
+        async with self._connection() as conn:
+            status = await conn.execute(
+                "DELETE FROM revocations WHERE expires_at <= $1", _aware(now)
+            )
+        return int(status.split()[-1])
 
     async def close(self) -> None:
         if self._closed:

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from crdt_state.model import (
     TriggeredBy,
     utcnow,
 )
+from crdt_state.revocations import Revocation, RevocationKind
 from migrations import migration_files
 
 T = TypeVar("T")
@@ -270,6 +272,26 @@ class SqliteUpdateLog:
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def revoke(self, revocation: Revocation) -> Revocation:
+        row = (
+            str(revocation.kind),
+            revocation.value,
+            _micros(revocation.revoked_at),
+            None if revocation.expires_at is None else _micros(revocation.expires_at),
+            revocation.revoked_by,
+            revocation.reason,
+        )
+        stored_id = await self._run(lambda db: _insert_revocation(db, row))
+        return replace(revocation, id=stored_id)
+
+    async def revocations_since(self, cursor: int, limit: int = 1000) -> list[Revocation]:
+        now = _micros(utcnow())
+        return await self._run(lambda db: _revocations_since(db, cursor, now, max(limit, 0)))
+
+    async def purge_revocations(self, now: datetime) -> int:
+        before = _micros(now)
+        return await self._run(lambda db: _purge_revocations(db, before))
 
     async def close(self) -> None:
         if self._closed:
@@ -533,6 +555,47 @@ def _changed_workspaces(db: sqlite3.Connection) -> list[str]:
         " ORDER BY p.workspace_id"
     ).fetchall()
     return [workspace_id for (workspace_id,) in rows]
+
+
+# Revocations (crdt_state/revocations.py). Writes are serialized (BEGIN IMMEDIATE): ids are
+# given in commit order, so a replica polling `id > cursor` never skips one.
+
+
+def _insert_revocation(db: sqlite3.Connection, row: tuple[Any, ...]) -> int:
+    with _transaction(db):
+        cursor = db.execute(
+            "INSERT INTO revocations (kind, value, revoked_at, expires_at, revoked_by, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        return int(cursor.lastrowid or 0)
+
+
+def _revocations_since(
+    db: sqlite3.Connection, cursor: int, now: int, limit: int
+) -> list[Revocation]:
+    rows = db.execute(
+        "SELECT id, kind, value, revoked_at, expires_at, revoked_by, reason FROM revocations"
+        " WHERE id > ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT ?",
+        (cursor, now, limit),
+    ).fetchall()
+    return [
+        Revocation(
+            RevocationKind(kind),
+            value,
+            _moment(revoked_at),
+            None if expires_at is None else _moment(expires_at),
+            revoked_by,
+            reason,
+            id=row_id,
+        )
+        for row_id, kind, value, revoked_at, expires_at, revoked_by, reason in rows
+    ]
+
+
+def _purge_revocations(db: sqlite3.Connection, before: int) -> int:
+    with _transaction(db):
+        return db.execute("DELETE FROM revocations WHERE expires_at <= ?", (before,)).rowcount
 
 
 def _logged_versions(db: sqlite3.Connection, change_ids: list[str]) -> dict[str, int]:

@@ -7,40 +7,71 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.routing import WebSocketRoute
 
-from .auth import LOOPBACK, Authenticator
+from .auth import LOOPBACK, Authenticator, bearer_token
 from .config import Settings
-from .errors import StateError
+from .errors import BadRequest, StateError
+from .faces.admin import admin_routes
 from .faces.context import Context
 from .faces.health import health_routes
-from .faces.http import state_error
+from .faces.http import JSONResponse, state_error
 from .faces.rest import panel_routes
 from .faces.snapshots import snapshot_routes
 from .faces.state_socket import state_socket
 from .faces.yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
 from .idempotency import IdempotencyCache
-from .ports import Fanout, SnapshotRepository, StateCache, Store
+from .ids import check_path_ids
+from .jwks import JwksKeys
+from .ports import Fanout, Revocations, SnapshotRepository, StateCache, Store
+from .revocations import RevocationList, RevocationService
 from .server import Server
-from .status import CLOSE_SERVER_RESTART
+from .sockets import LiveSockets
+from .status import CLOSE_BAD_MESSAGE, CLOSE_SERVER_RESTART
 
 
 class App:
-    """The server's ASGI app: Yjs sockets straight on ASGI, everything else through Starlette."""
+    """The server's ASGI app: Yjs sockets straight on ASGI, everything else through Starlette.
 
-    def __init__(self, starlette: Starlette) -> None:
+    Every request passes one gate first: the ids in its path (REST, snapshots, both sockets)
+    follow the one rule of ids.py, checked on the raw path bytes (400 `bad_request`, or a
+    socket closed with 4400); and a bearer token signed with a key the JWKS lacks makes the
+    key set be read again before the (synchronous) token check."""
+
+    def __init__(self, starlette: Starlette, auth: Authenticator | None = None) -> None:
         self.starlette = starlette
         self.state = starlette.state
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            try:
+                check_path_ids(scope)
+            except ValueError as exc:
+                return await _refuse_ids(scope, receive, send, str(exc))
+        if kind == "http" and self.auth is not None and self.auth.keys is not None:
+            await self.auth.prepare(bearer_token(Headers(scope=scope).get("authorization")))
+        if kind == "websocket":
             params = yjs_path(scope["path"])
             if params is not None:
                 socket = YjsSocket(scope, receive, send, *params)
                 return await yjs_socket(socket, self.state.context)
         await self.starlette(scope, receive, send)
+
+
+async def _refuse_ids(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+    if scope["type"] == "http":
+        error = BadRequest(reason)
+        await JSONResponse(error.to_json(), status_code=error.status)(scope, receive, send)
+        return
+    socket = YjsSocket(scope, receive, send, "", "")
+    await socket.accept()  # then close: the client sees the code (a refused upgrade hides it)
+    await socket.close(CLOSE_BAD_MESSAGE, reason[:120])
 
 
 @dataclass(slots=True)
@@ -49,6 +80,49 @@ class Adapters:
     fanout: Fanout
     cache: StateCache | None
     snapshots: SnapshotRepository
+    revocations: Revocations | None = None  # None: the log's, if it keeps them
+
+
+def _revocation_store(parts: Adapters) -> Revocations | None:
+    if parts.revocations is not None:
+        return parts.revocations
+    log = parts.log
+    if all(hasattr(log, name) for name in ("revoke", "revocations_since", "purge_revocations")):
+        return cast(Revocations, log)
+    return None
+
+
+def authenticator(settings: Settings, revoked: RevocationList) -> Authenticator:
+    """The token checker the settings describe (ValueError when they do not add up)."""
+    keys = None
+    if settings.jwks_url or settings.jwks_file:
+        keys = JwksKeys(
+            url=settings.jwks_url or None,
+            path=None if settings.jwks_url else settings.jwks_file,
+            cache_seconds=settings.jwks_cache_seconds,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        )
+    return Authenticator(
+        secret=settings.jwt_secret_key,
+        algorithms=settings.jwt_algorithms or None,
+        dev=settings.dev,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        keys=keys,
+        issuers=settings.jwt_issuer,
+        audiences=settings.jwt_audience,
+        require_exp=not settings.allow_tokens_without_exp,
+        max_lifetime_seconds=settings.max_token_lifetime_seconds or None,
+        revoked=revoked,
+    )
+
+
+def revocation_keep_seconds(settings: Settings) -> float | None:
+    """How long a revocation is kept: until every token it covers must have expired (the
+    longest lifetime accepted, plus the leeway and a minute of clock skew between replicas);
+    forever when tokens may live forever."""
+    if settings.allow_tokens_without_exp or not settings.max_token_lifetime_seconds:
+        return None
+    return settings.max_token_lifetime_seconds + settings.jwt_leeway_seconds + 60.0
 
 
 async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
@@ -78,16 +152,27 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
     repository = GitSnapshotRepository(
         settings.git_root, push_url_template=settings.git_push_url or None
     )
-    return Adapters(log_store, fanout, cache, repository)
+    return Adapters(log_store, fanout, cache, repository, revocations=log_store)
 
 
 def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
-    auth = Authenticator(secret=settings.jwt_secret_key, dev=settings.dev)
+    revoked = RevocationList()
+    auth = authenticator(settings, revoked)
+    sockets = LiveSockets(covering=revoked.covering)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica_id = uuid.uuid4().hex[:12]
         parts = adapters or await open_adapters(settings, replica_id)
+        revocations = RevocationService(
+            _revocation_store(parts),
+            revoked,
+            sockets.close_covered,
+            poll_seconds=settings.revocation_poll_seconds,
+            keep_seconds=revocation_keep_seconds(settings),
+        )
+        await revocations.start()  # every revocation in force, before anyone is served
+        await auth.start()  # the JWKS, read once (a failure is logged, and retried)
         server = Server(
             parts.log,
             parts.fanout,
@@ -109,10 +194,14 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             origins,
             IdempotencyCache(),
             snapshots=server.snapshots,
+            sockets=sockets,
+            revocations=revocations,
         )
         try:
             yield
         finally:
+            await revocations.close()
+            await auth.close()
             await server.close(CLOSE_SERVER_RESTART)
             if adapters is None:
                 await parts.snapshots.close()
@@ -124,6 +213,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
     starlette = Starlette(
         routes=[
             *health_routes(),
+            *admin_routes(),
             *snapshot_routes(),
             *panel_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
@@ -131,7 +221,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
         exception_handlers={StateError: state_error},
         lifespan=lifespan,
     )
-    return App(starlette)
+    return App(starlette, auth)
 
 
 def app_from_environment() -> App:

@@ -1,11 +1,15 @@
 """Authentication (JWT) and authorization (per-workspace roles), without any web framework.
 
-Token format — a JWT signed with HS256 (shared secret) or RS256/ES256 (public key)::
+Token format — a JWT signed with HS256 (JWT_SECRET_KEY) or RS256/ES256/EdDSA (keys from a
+JWKS URL or file, crdt_state/jwks.py)::
 
     {
       "sub": "alice",                    # required, non-empty string: who is calling
-      "exp": 1795773600,                 # optional, seconds since the epoch; honoured
-      "nbf": 1795770000,                 # optional, honoured; "iat" is checked too
+      "exp": 1795773600,                 # required (unless allowed otherwise); honoured
+      "iat": 1795770000,                 # issued at: exp - iat is at most the max lifetime
+      "nbf": 1795770000,                 # optional, honoured
+      "jti": "5f0c…",                    # optional token id: what a token revocation names
+      "admin": true,                     # optional: a server admin (the /api/admin API)
       "workspaces": {                    # optional object: workspace id -> role
         "team-a": "write",               # "read" < "write" < "admin"
         "*": "read"                      # "*" applies to every workspace (service tokens)
@@ -13,9 +17,12 @@ Token format — a JWT signed with HS256 (shared secret) or RS256/ES256 (public 
     }
 
 An explicit workspace entry wins over "*". Unknown role strings are ignored, never read as
-privilege. A missing "workspaces" claim means no access anywhere. Tokens carrying "aud" are
-rejected (this server checks no audience). In dev mode every request is the principal "dev",
-which is admin everywhere, whatever token it sends.
+privilege. A missing "workspaces" claim means no access anywhere. "admin" counts only when it is
+the JSON value true. With no audience configured, tokens carrying "aud" are rejected; with one
+(or an issuer) configured, tokens without it or with another are rejected. A token covered by a
+revocation (crdt_state/revocations.py) is refused, even one verified and remembered before. In
+dev mode every request is the principal "dev", which is admin everywhere, whatever token it
+sends.
 
 Transport: REST clients send ``Authorization: Bearer <jwt>``. Browsers cannot set headers on
 a WebSocket, so a WebSocket client sends the token either as the query parameter
@@ -31,11 +38,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
@@ -43,9 +51,11 @@ from urllib.parse import urlsplit
 
 import jwt
 from jwt.algorithms import get_default_algorithms
-from jwt.exceptions import InvalidSubjectError
 
-from crdt_state.errors import Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized
+from .jwks import JwksKeys
+from .jwt_decode import BAD_SIGNATURE, decode
+from .revocations import RevocationList
 
 WILDCARD = "*"
 DEV_SUBJECT = "dev"
@@ -55,6 +65,8 @@ LOOPBACK = "loopback"
 MAX_TOKEN_CHARS = 16_384
 VERIFIED_TOKENS = 4096  # tokens kept verified (least recently used go first)
 VERIFIED_TOKEN_SECONDS = 60.0  # a verified token is checked again after this long
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")  # with a JWKS (or a public key)
+_SHOWN_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -83,6 +95,10 @@ class Principal:
     subject: str
     roles: Mapping[str, Role] = field(hash=False)
     dev: bool = False
+    admin: bool = False  # a server admin: claim "admin": true
+    token_id: str | None = None  # "jti"
+    issued_at: float | None = None  # "iat"
+    expires: float = math.inf  # "exp" plus the leeway: when its sockets are closed
 
     def __post_init__(self) -> None:
         # A read-only copy, so mutating the caller's dict cannot change a principal's access.
@@ -95,19 +111,11 @@ class Principal:
         return role if role is not None else self.roles.get(WILDCARD)
 
 
-DEV_PRINCIPAL = Principal(DEV_SUBJECT, {WILDCARD: Role.ADMIN}, dev=True)
+DEV_PRINCIPAL = Principal(DEV_SUBJECT, {WILDCARD: Role.ADMIN}, dev=True, admin=True)
 
 
-def _utc(seconds: Any) -> str:
-    try:
-        return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return "an unreadable time"
-
-
-def _unverified_claims(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return claims
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class Authenticator:
@@ -116,36 +124,78 @@ class Authenticator:
         *,
         secret: str | None = None,
         public_key: str | None = None,
-        algorithms: Sequence[str] = ("HS256",),
+        algorithms: Sequence[str] | None = None,
         dev: bool = False,
         leeway_seconds: int = 0,
+        keys: JwksKeys | None = None,
+        issuers: Sequence[str] = (),
+        audiences: Sequence[str] = (),
+        require_exp: bool = True,
+        max_lifetime_seconds: float | None = None,
+        revoked: RevocationList | None = None,
     ) -> None:
+        if algorithms is None:
+            asymmetric = ASYMMETRIC_ALGORITHMS if keys is not None or public_key else ()
+            algorithms = (("HS256",) if secret else ()) + asymmetric
         self.algorithms = tuple(algorithms)
         self.secret = secret
         self.public_key = public_key
+        self.keys = keys
+        self.issuers = tuple(issuers)
+        self.audiences = tuple(audiences)
+        self.require_exp = require_exp
+        self.max_lifetime_seconds = max_lifetime_seconds or None
+        self.revoked = revoked if revoked is not None else RevocationList()
         self.dev = dev
         self.leeway_seconds = leeway_seconds
         # Tokens verified lately: a client sends the same one with every request, and checking
         # its signature was 11 % of a hot GET. Keyed by the whole token (signature included).
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-        if dev:
-            return
+        if not dev:
+            self._check_configuration()
+
+    def _check_configuration(self) -> None:
         if not self.algorithms:
-            raise ValueError("At least one JWT algorithm must be allowed.")
+            raise ValueError(
+                "No way to check tokens: set a shared secret (HS256) or a JWKS URL or file."
+            )
         for alg in self.algorithms:
             if alg.lower() == "none":
                 raise ValueError("The 'none' algorithm would accept unsigned tokens; remove it.")
             if alg.startswith("HS"):
-                if not secret:
+                if not self.secret:
                     raise ValueError(f"{alg} needs a shared secret; set one.")
                 hmac = get_default_algorithms().get(alg)
-                weak = hmac.check_key_length(hmac.prepare_key(secret)) if hmac else None
+                weak = hmac.check_key_length(hmac.prepare_key(self.secret)) if hmac else None
                 if weak:
                     raise ValueError(f"{weak} Generate one with secrets.token_urlsafe(64).")
-            elif not public_key:
-                raise ValueError(f"{alg} needs a public key (PEM); set one.")
+            elif not self.public_key and self.keys is None:
+                raise ValueError(f"{alg} needs public keys: set a JWKS URL or file.")
             elif alg not in get_default_algorithms():
                 raise ValueError(f"{alg} is unavailable; install 'cryptography' or choose HS256.")
+
+    async def start(self) -> None:
+        if self.keys is not None and not self.dev:
+            await self.keys.start()
+
+    async def close(self) -> None:
+        if self.keys is not None:
+            await self.keys.close()
+
+    async def prepare(self, token: str | None) -> None:
+        """Before `authenticate`, off its synchronous path: a token signed with a key the JWKS
+        does not hold (yet) makes the key set be read again (rate-limited)."""
+        if self.keys is None or self.dev or not token or len(token) > MAX_TOKEN_CHARS:
+            return
+        if token in self._verified:
+            return
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg in self.algorithms and not str(alg).startswith("HS"):
+            await self.keys.ensure(kid if isinstance(kid, str) else None)
 
     def authenticate(self, token: str | None) -> Principal:
         if self.dev:
@@ -161,25 +211,33 @@ class Authenticator:
             )
         known = self._verified.get(token)
         now = time.time()
+        principal: Principal | None = None
         if known is not None:
             if now < known[1]:
-                return known[0]
-            del self._verified[token]  # past its expiry (or its time in the cache): check again
-        principal, expires = self._verify(token)
-        self._verified[token] = (principal, min(expires, now + VERIFIED_TOKEN_SECONDS))
-        if len(self._verified) > VERIFIED_TOKENS:
-            self._verified.popitem(last=False)
+                principal = known[0]
+            else:
+                del self._verified[token]  # past its expiry (or its time in the cache)
+        if principal is None:
+            principal = self._verify(token)
+            until = min(principal.expires, now + VERIFIED_TOKEN_SECONDS)
+            self._verified[token] = (principal, until)
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        # Checked on every use, remembered or not: a revocation applies from its first moment.
+        revocation = self.revoked.covering(principal)
+        if revocation is not None:
+            raise Unauthorized(revocation.message())
         return principal
 
-    def _verify(self, token: str) -> tuple[Principal, float]:
-        """The token's principal and the time it expires at (infinity without 'exp')."""
+    def _verify(self, token: str) -> Principal:
         try:
-            alg = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthorized(
                 "The token is not a well-formed JWT (header.payload.signature); send the token "
                 "exactly as it was issued."
             ) from None
+        alg = header.get("alg")
         if alg not in self.algorithms:
             allowed = ", ".join(self.algorithms)
             short = isinstance(alg, str) and alg.isalnum() and len(alg) <= 10
@@ -188,9 +246,43 @@ class Authenticator:
                 f"The token is signed with {shown}, but this server accepts only {allowed}; "
                 "get a token signed with one of those."
             )
-        key = self.secret if str(alg).startswith("HS") else self.public_key
-        claims = self._decode(token, key or "", str(alg))
+        alg = str(alg)
+        keys: list[Any] = [self.secret or ""] if alg.startswith("HS") else self._public_keys(header)
+        claims: dict[str, Any] | None = None
+        for key in keys:
+            try:
+                claims = decode(
+                    token,
+                    key,
+                    alg,
+                    leeway=self.leeway_seconds,
+                    require_exp=self.require_exp,
+                    issuers=self.issuers,
+                    audiences=self.audiences,
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue  # the next candidate key, if any
+        if claims is None:
+            raise Unauthorized(BAD_SIGNATURE)
+        return self._principal(claims)
 
+    def _public_keys(self, header: dict[str, Any]) -> list[Any]:
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        found: list[Any] = []
+        if self.keys is not None:
+            found += self.keys.candidates(kid, str(header["alg"]))
+        if self.public_key:
+            found.append(self.public_key)
+        if not found:
+            shown = f" (key id {kid!r})" if kid and _SHOWN_KID.fullmatch(kid) else ""
+            raise Unauthorized(
+                f"The token is signed with a key this server does not know{shown}; get a token "
+                "from the identity provider this server trusts."
+            )
+        return found
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthorized(
@@ -207,61 +299,26 @@ class Authenticator:
             role = Role.parse(text)
             if role is not None:
                 roles[str(workspace)] = role
-        exp = claims.get("exp")
-        expires = float(exp) + self.leeway_seconds if isinstance(exp, int | float) else math.inf
-        return Principal(subject, roles), expires
-
-    def _decode(self, token: str, key: str, alg: str) -> dict[str, Any]:
-        options: Any = {"require": ["sub"]}
-        try:
-            return jwt.decode(
-                token, key, algorithms=[alg], options=options, leeway=self.leeway_seconds
-            )
-        except jwt.ExpiredSignatureError:
-            # The signature was verified before the time claims; this read is for the message.
-            when = _utc(_unverified_claims(token).get("exp"))
-            raise Unauthorized(f"The token expired at {when}; get a new one.") from None
-        except jwt.ImmatureSignatureError:
-            unverified = _unverified_claims(token)
-            times = {
-                c: unverified[c]
-                for c in ("nbf", "iat")
-                if isinstance(unverified.get(c), int | float)
-            }
-            claim = max(times, key=lambda c: times[c]) if times else "nbf"
-            when = _utc(unverified.get(claim))
-            raise Unauthorized(
-                f"The token is not valid before {when} ({claim}); check the issuer's clock or wait."
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized(
-                "The token's signature does not match this server's key; "
-                "get a token issued for this server."
-            ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise Unauthorized(
-                f"The token has no {exc.claim!r} claim; get a token that names its subject."
-            ) from None
-        except InvalidSubjectError:
-            raise Unauthorized(
-                "The token's 'sub' claim is not a string; get a token with a string subject."
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized(
-                "The token is restricted to an audience ('aud') this server does not check; "
-                "get a token without 'aud'."
-            ) from None
-        except jwt.InvalidIssuedAtError:
-            raise Unauthorized(
-                "The token's 'iat' claim is not a number; get a correctly issued token."
-            ) from None
-        except jwt.DecodeError:
-            raise Unauthorized(
-                "The token could not be decoded (bad encoding or a non-numeric exp/nbf claim); "
-                "send the token exactly as it was issued."
-            ) from None
-        except jwt.InvalidTokenError:
-            raise Unauthorized("The token was rejected; get a new one.") from None
+        token_id = claims.get("jti")
+        if token_id is not None and (not isinstance(token_id, str) or not token_id):
+            raise Unauthorized("The token's 'jti' claim must be a non-empty string.")
+        issued, exp = _number(claims.get("iat")), _number(claims.get("exp"))
+        limit = self.max_lifetime_seconds
+        if limit is not None and exp is not None:
+            start = issued if issued is not None else time.time()
+            if exp - start > limit + self.leeway_seconds:
+                raise Unauthorized(
+                    f"The token lives longer than this server accepts ({limit:.0f} s from "
+                    "'iat' to 'exp'); get a shorter-lived token."
+                )
+        return Principal(
+            subject,
+            roles,
+            admin=claims.get("admin") is True,
+            token_id=token_id,
+            issued_at=issued,
+            expires=math.inf if exp is None else exp + self.leeway_seconds,
+        )
 
     def authorize(self, principal: Principal, workspace: str, needed: Role) -> Role:
         role = principal.role_for(workspace)
@@ -282,10 +339,19 @@ def mint_token(
     workspaces: Mapping[str, str],
     ttl_seconds: int | None = 3600,
     algorithm: str = "HS256",
+    *,
+    admin: bool = False,
+    token_id: str | None = None,
 ) -> str:
+    """A token for local use and tests; it always has a `jti` (so it can be revoked alone)."""
     if not subject:
         raise ValueError("subject must be a non-empty string.")
-    claims: dict[str, Any] = {"sub": subject, "iat": int(time.time()), "workspaces": {}}
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "iat": int(time.time()),
+        "jti": token_id or uuid.uuid4().hex,
+        "workspaces": {},
+    }
     for workspace, text in workspaces.items():
         role = Role.parse(text)
         if role is None:
@@ -295,6 +361,8 @@ def mint_token(
         claims["workspaces"][workspace] = role.label
     if ttl_seconds is not None:
         claims["exp"] = claims["iat"] + ttl_seconds
+    if admin:
+        claims["admin"] = True
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 

@@ -11,6 +11,7 @@ import sys
 from .config import Settings, environment_help
 
 WS_MAX_SIZE_MARGIN = 1024 * 1024
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
 
     token = commands.add_parser(
-        "token", help="mint a bearer token for local use (signed with JWT_SECRET_KEY)"
+        "token",
+        help="mint a bearer token for local use (signed with JWT_SECRET_KEY; it expires)",
     )
     token.add_argument("--sub", required=True, help="the subject (user or service)")
     token.add_argument(
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a role in a workspace: read, write or admin ('*' for every workspace)",
     )
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires [3600]")
+    token.add_argument(
+        "--admin",
+        action="store_true",
+        help='a server admin (claim "admin": true): may revoke tokens (/api/admin/revocations)',
+    )
+    token.add_argument("--jti", help="the token id (revocable alone) [a random one]")
 
     commands.add_parser(
         "migrate",
@@ -91,13 +99,14 @@ def tune_runtime() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    import uvicorn.config
 
+    from . import log_redaction
     from .app import create_app
     from .auth import is_loopback_host
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    log_redaction.install()  # no token in any log line (uvicorn's: log_config below)
     settings = Settings.from_env()
     settings.dev = args.dev
     if settings.dev:
@@ -108,9 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
             "*** DEV MODE: authentication is OFF. Anyone on this machine can read and write. ***",
             file=sys.stderr,
         )
-    elif not settings.jwt_secret_key:
+    elif not (settings.jwt_secret_key or settings.jwks_url or settings.jwks_file):
         print(
-            "JWT_SECRET_KEY is not set: set it (32+ bytes), or use --dev on loopback.",
+            "No way to check tokens: set JWT_SECRET_KEY (32+ bytes) or CRDT_STATE_JWKS_URL / "
+            "CRDT_STATE_JWKS_FILE, or use --dev on loopback.",
             file=sys.stderr,
         )
         return 2
@@ -145,6 +155,9 @@ def _serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=settings.ws_deflate,
         ws_max_size=settings.max_message_bytes + WS_MAX_SIZE_MARGIN,
         log_level=args.log_level,
+        log_config=log_redaction.uvicorn_log_config(
+            uvicorn.config.LOGGING_CONFIG, args.log_level, LOG_FORMAT
+        ),
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
@@ -158,6 +171,14 @@ def _token(args: argparse.Namespace) -> int:
     if not secret:
         print("JWT_SECRET_KEY is not set.", file=sys.stderr)
         return 2
+    limit = Settings.from_env().max_token_lifetime_seconds
+    if args.ttl <= 0 or (limit and args.ttl > limit):
+        print(
+            f"--ttl must be between 1 and {limit:.0f} seconds "
+            "(CRDT_STATE_MAX_TOKEN_LIFETIME_SECONDS): the server refuses other tokens.",
+            file=sys.stderr,
+        )
+        return 2
     workspaces = {}
     for item in args.workspace:
         name, sep, role = item.partition("=")
@@ -166,7 +187,16 @@ def _token(args: argparse.Namespace) -> int:
             return 2
         workspaces[name] = role
     try:
-        print(mint_token(secret, args.sub, workspaces, ttl_seconds=args.ttl))
+        print(
+            mint_token(
+                secret,
+                args.sub,
+                workspaces,
+                ttl_seconds=args.ttl,
+                admin=args.admin,
+                token_id=args.jti,
+            )
+        )
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -16,6 +16,49 @@ ENVIRONMENT = {
     "REDIS_URL": ("redis_url", "Redis URL for multi-replica fan-out; unset: in-process"),
     "GIT_WORKSPACE_ROOT": ("git_workspace_root", "Git snapshot repositories [DATA_DIR/git]"),
     "JWT_SECRET_KEY": ("jwt_secret_key", "HS256 secret for bearer tokens (>= 32 bytes)"),
+    "CRDT_STATE_JWKS_URL": (
+        "jwks_url",
+        "identity provider's JWKS URL: RS256/ES256/EdDSA tokens signed by its keys are accepted",
+    ),
+    "CRDT_STATE_JWKS_FILE": ("jwks_file", "a JWKS file, as CRDT_STATE_JWKS_URL (re-read alike)"),
+    "CRDT_STATE_JWKS_CACHE_SECONDS": (
+        "jwks_cache_seconds",
+        "the JWKS is read again this often [300]",
+    ),
+    "CRDT_STATE_JWKS_MIN_REFRESH_SECONDS": (
+        "jwks_min_refresh_seconds",
+        "a token with an unknown key id re-reads the JWKS at most this often [10]",
+    ),
+    "CRDT_STATE_JWT_ALGORITHMS": (
+        "jwt_algorithms",
+        "comma-separated algorithms accepted [HS256 with a secret; RS256,ES256,EdDSA with a JWKS]",
+    ),
+    "CRDT_STATE_JWT_ISSUER": (
+        "jwt_issuer",
+        "comma-separated 'iss' values accepted; set: tokens without one of them are refused",
+    ),
+    "CRDT_STATE_JWT_AUDIENCE": (
+        "jwt_audience",
+        "comma-separated 'aud' values accepted; set: tokens not for one of them are refused "
+        "(unset: tokens with 'aud' are refused)",
+    ),
+    "CRDT_STATE_JWT_LEEWAY_SECONDS": (
+        "jwt_leeway_seconds",
+        "clock skew tolerated on exp/nbf/iat, in seconds [0]",
+    ),
+    "CRDT_STATE_ALLOW_TOKENS_WITHOUT_EXP": (
+        "allow_tokens_without_exp",
+        "accept tokens that never expire (no 'exp'); revocations are then kept forever [0]",
+    ),
+    "CRDT_STATE_MAX_TOKEN_LIFETIME_SECONDS": (
+        "max_token_lifetime_seconds",
+        "tokens living longer (exp - iat) are refused; revocations are kept this long; "
+        "0: no limit, revocations kept forever [86400]",
+    ),
+    "CRDT_STATE_REVOCATION_POLL_SECONDS": (
+        "revocation_poll_seconds",
+        "each replica reads new revocations from the store this often [0.25]",
+    ),
     "CRDT_STATE_GIT_PUSH_URL": (
         "git_push_url",
         "push each workspace's snapshots to this URL template, e.g. /srv/git/{workspace}.git",
@@ -44,6 +87,10 @@ ENVIRONMENT = {
     "CRDT_STATE_MAX_BODY_BYTES": (
         "max_body_bytes",
         "largest REST request body accepted [8388608]",
+    ),
+    "CRDT_STATE_MAX_DOC_BYTES": (
+        "max_doc_bytes",
+        "largest encoded Yjs document a panel may grow to (Yjs and REST alike) [16777216]",
     ),
     "CRDT_STATE_MAX_AWARENESS_BYTES": (
         "max_awareness_bytes",
@@ -79,6 +126,17 @@ class Settings:
     redis_url: str | None = None
     git_workspace_root: Path | None = None
     jwt_secret_key: str | None = None
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    jwks_cache_seconds: float = 300.0
+    jwks_min_refresh_seconds: float = 10.0
+    jwt_algorithms: list[str] = field(default_factory=list)
+    jwt_issuer: list[str] = field(default_factory=list)
+    jwt_audience: list[str] = field(default_factory=list)
+    jwt_leeway_seconds: int = 0
+    allow_tokens_without_exp: bool = False
+    max_token_lifetime_seconds: float = 86400.0
+    revocation_poll_seconds: float = 0.25
     git_push_url: str | None = None
     snapshot_interval_seconds: float = 300.0
     allowed_origins: list[str] = field(default_factory=list)
@@ -88,6 +146,7 @@ class Settings:
     max_message_bytes: int = 32 * 1024 * 1024
     max_awareness_bytes: int = 64 * 1024
     max_body_bytes: int = 8 * 1024 * 1024
+    max_doc_bytes: int = 16 * 1024 * 1024
     send_queue_messages: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     room_idle_seconds: float = 30.0

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-MAX_ID_LENGTH = 200
+from .ids import check_id, check_workspace_id
 
 JSONObject = dict[str, Any]
 JSONPatch = list[dict[str, Any]]
@@ -25,17 +25,11 @@ class PanelKey:
     panel_id: str
 
     def check(self) -> PanelKey:
-        """Refuse ids the stores and channels cannot keep apart (ValueError, with why).
-
-        Both: 1-200 characters, no control characters. A workspace id has no ':' (Redis keys
-        `state:{ws}:{panel}` must not collide)."""
-        for name, value in (("workspace", self.workspace_id), ("panel", self.panel_id)):
-            if not 0 < len(value) <= MAX_ID_LENGTH:
-                raise ValueError(f"A {name} id has 1 to {MAX_ID_LENGTH} characters.")
-            if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-                raise ValueError(f"A {name} id cannot hold control characters.")
-        if ":" in self.workspace_id:
-            raise ValueError("A workspace id cannot contain ':'.")
+        """Refuse ids the stores and channels cannot keep apart (ValueError, with why): the one
+        rule of every face, in ids.py (1-200 characters; not '.', '..' or blank; no control,
+        bidi override/isolate or surrogate characters; no ':' in a workspace id)."""
+        check_workspace_id(self.workspace_id)
+        check_id("panel", self.panel_id)
         return self
 
     def __str__(self) -> str:

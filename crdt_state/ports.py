@@ -27,6 +27,7 @@ from .model import (
     PanelView,
     SnapshotRecord,
 )
+from .revocations import Revocation
 from .snapshot_repository import CommitInfo, CommitResult, Trailers, WorkspaceSnapshot
 
 
@@ -237,3 +238,22 @@ class SnapshotRepository(Protocol):
 
 class Store(UpdateLog, ReadModel, SnapshotCatalogue, Probe, Protocol):
     """What a log adapter implements: the log and the ports beside it, as one object."""
+
+
+class Revocations(Protocol):
+    """Revoked subjects and token ids, kept where every replica reads them (the log's store:
+    the SQLite file or PostgreSQL; never only Redis). Usually the log adapter object."""
+
+    async def revoke(self, revocation: Revocation) -> Revocation:
+        """Store it; the stored record, whose `id` is greater than every id stored before
+        (and visible to `revocations_since` only once every smaller id is: in commit order)."""
+        ...
+
+    async def revocations_since(self, cursor: int, limit: int = 1000) -> list[Revocation]:
+        """Revocations in force (not expired) with an id above `cursor`, by id, at most
+        `limit`: what a replica polls, with the largest id it has seen."""
+        ...
+
+    async def purge_revocations(self, now: datetime) -> int:
+        """Drop the revocations that expired before `now`; how many."""
+        ...

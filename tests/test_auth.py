@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -18,6 +19,7 @@ from crdt_state.auth import (
     websocket_token,
 )
 from crdt_state.errors import Forbidden, Unauthorized
+from crdt_state.revocations import Revocation, RevocationKind, RevocationList
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 OTHER_SECRET = "other-secret-0123456789-abcdefghijklmnop"
@@ -26,6 +28,11 @@ OTHER_SECRET = "other-secret-0123456789-abcdefghijklmnop"
 @pytest.fixture
 def auth() -> Authenticator:
     return Authenticator(secret=SECRET)
+
+
+def signed(claims: dict[str, object], key: str = SECRET, alg: str = "HS256") -> str:
+    """A token with `claims`, expiring in an hour unless they say otherwise."""
+    return jwt.encode({"exp": int(time.time()) + 3600, **claims}, key, alg)
 
 
 def rejected(auth: Authenticator, token: str | None) -> Unauthorized:
@@ -84,15 +91,23 @@ def test_wildcard_token_reaches_every_workspace(auth: Authenticator) -> None:
         auth.authorize(p, "another", Role.WRITE)
 
 
-def test_token_without_exp_is_accepted(auth: Authenticator) -> None:
-    p = auth.authenticate(mint_token(SECRET, "svc", {"w": "admin"}, ttl_seconds=None))
+def test_a_token_without_exp_is_refused(auth: Authenticator) -> None:
+    error = rejected(auth, mint_token(SECRET, "svc", {"w": "admin"}, ttl_seconds=None))
+    assert error.message == (
+        "The token has no expiry ('exp'); this server refuses tokens that never expire: "
+        "get one that expires."
+    )
+
+
+def test_a_token_without_exp_is_accepted_when_the_server_allows_it() -> None:
+    lenient = Authenticator(secret=SECRET, require_exp=False)
+    p = lenient.authenticate(mint_token(SECRET, "svc", {"w": "admin"}, ttl_seconds=None))
     assert p.role_for("w") is Role.ADMIN
+    assert p.expires == float("inf")
 
 
 def test_unknown_role_strings_grant_nothing(auth: Authenticator) -> None:
-    token = jwt.encode(
-        {"sub": "eve", "workspaces": {"w": "superuser", "x": 3, "y": "read"}}, SECRET, "HS256"
-    )
+    token = signed({"sub": "eve", "workspaces": {"w": "superuser", "x": 3, "y": "read"}})
     p = auth.authenticate(token)
     assert p.role_for("w") is None
     assert p.role_for("x") is None
@@ -159,29 +174,29 @@ def test_leeway_tolerates_small_clock_skew() -> None:
 
 def test_token_not_yet_valid(auth: Authenticator) -> None:
     nbf = int(time.time()) + 3600
-    token = jwt.encode({"sub": "alice", "nbf": nbf, "workspaces": {}}, SECRET, "HS256")
+    token = signed({"sub": "alice", "nbf": nbf, "exp": nbf + 60, "workspaces": {}})
     assert "not valid before" in rejected(auth, token).message
 
 
 def test_token_without_sub(auth: Authenticator) -> None:
-    token = jwt.encode({"workspaces": {"w": "admin"}}, SECRET, "HS256")
+    token = signed({"workspaces": {"w": "admin"}})
     assert "'sub'" in rejected(auth, token).message
 
 
 @pytest.mark.parametrize("sub", ["", "  "])
 def test_token_with_empty_sub(auth: Authenticator, sub: str) -> None:
-    token = jwt.encode({"sub": sub, "workspaces": {}}, SECRET, "HS256")
+    token = signed({"sub": sub, "workspaces": {}})
     assert "'sub'" in rejected(auth, token).message
 
 
 @pytest.mark.parametrize("workspaces", [["w"], "w:admin", 1])
 def test_workspaces_must_be_an_object(auth: Authenticator, workspaces: object) -> None:
-    token = jwt.encode({"sub": "alice", "workspaces": workspaces}, SECRET, "HS256")
+    token = signed({"sub": "alice", "workspaces": workspaces})
     assert "'workspaces'" in rejected(auth, token).message
 
 
 def test_algorithm_not_allowed(auth: Authenticator) -> None:
-    token = jwt.encode({"sub": "alice", "workspaces": {}}, SECRET + SECRET, "HS512")
+    token = signed({"sub": "alice", "workspaces": {}}, SECRET + SECRET, "HS512")
     assert "HS256" in rejected(auth, token).message
 
 
@@ -347,3 +362,130 @@ def test_origin_allowed(origin: str | None, allowed: list[str], expected: bool) 
 )
 def test_is_loopback_host(host: str, expected: bool) -> None:
     assert is_loopback_host(host) is expected
+
+
+# --- lifetime, claims, issuer and audience -------------------------------------------------
+
+
+def test_a_token_living_longer_than_the_limit_is_refused() -> None:
+    strict = Authenticator(secret=SECRET, max_lifetime_seconds=3600)
+    assert strict.authenticate(mint_token(SECRET, "a", {}, ttl_seconds=3600)).subject == "a"
+    error = rejected(strict, mint_token(SECRET, "a", {}, ttl_seconds=3601))
+    assert "lives longer than this server accepts (3600 s" in error.message
+    # Without 'iat', the lifetime counts from now.
+    assert strict.authenticate(signed({"sub": "b", "exp": int(time.time()) + 3000})).subject
+    assert (
+        "lives longer" in rejected(strict, signed({"sub": "b", "exp": time.time() + 4000})).message
+    )
+
+
+def test_minted_tokens_expire_and_carry_a_token_id(auth: Authenticator) -> None:
+    token = mint_token(SECRET, "alice", {"w": "read"})
+    claims = jwt.decode(token, SECRET, ["HS256"])
+    assert claims["exp"] == claims["iat"] + 3600
+    p = auth.authenticate(token)
+    assert p.token_id == claims["jti"] and p.issued_at == claims["iat"]
+    assert p.expires == claims["exp"]
+    assert mint_token(SECRET, "a", {}, token_id="t-1").count(".") == 2
+    assert auth.authenticate(mint_token(SECRET, "a", {}, token_id="t-1")).token_id == "t-1"
+
+
+def test_the_admin_claim_must_be_true_itself(auth: Authenticator) -> None:
+    assert auth.authenticate(mint_token(SECRET, "root", {}, admin=True)).admin
+    assert not auth.authenticate(mint_token(SECRET, "alice", {"*": "admin"})).admin
+    for value in ("true", 1, "yes", [True]):
+        assert not auth.authenticate(signed({"sub": "x", "admin": value})).admin
+
+
+@pytest.mark.parametrize("jti", ["", 7, ["a"]])
+def test_a_malformed_token_id_is_refused(auth: Authenticator, jti: object) -> None:
+    assert "'jti'" in rejected(auth, signed({"sub": "x", "jti": jti})).message
+
+
+def test_issuer_and_audience_are_checked_when_configured() -> None:
+    checked = Authenticator(secret=SECRET, issuers=["https://id.example"], audiences=["crdt"])
+    good = {"sub": "a", "iss": "https://id.example", "aud": "crdt"}
+    assert checked.authenticate(signed(good)).subject == "a"
+    assert checked.authenticate(signed({**good, "aud": ["other", "crdt"]})).subject == "a"
+    assert "issuer" in rejected(checked, signed({**good, "iss": "https://evil.example"})).message
+    assert "no issuer" in rejected(checked, signed({"sub": "a", "aud": "crdt"})).message
+    assert "not meant for this server" in rejected(checked, signed({**good, "aud": "x"})).message
+    assert "no audience" in rejected(checked, signed({"sub": "a", "iss": good["iss"]})).message
+
+
+def test_without_an_audience_configured_tokens_with_aud_are_refused(auth: Authenticator) -> None:
+    assert "'aud'" in rejected(auth, signed({"sub": "a", "aud": "crdt"})).message
+
+
+# --- revocation ----------------------------------------------------------------------------
+
+
+def revocation(kind: RevocationKind, value: str, at: float) -> Revocation:
+    moment = datetime.fromtimestamp(at, UTC)
+    return Revocation(kind, value, moment, moment + timedelta(hours=1), "root", id=1)
+
+
+def test_a_revoked_token_id_is_refused_even_when_remembered() -> None:
+    revoked = RevocationList()
+    auth = Authenticator(secret=SECRET, revoked=revoked)
+    token = mint_token(SECRET, "alice", {"w": "write"}, token_id="t-1")
+    other = mint_token(SECRET, "alice", {"w": "write"}, token_id="t-2")
+    assert auth.authenticate(token).subject == "alice"  # verified, and remembered
+    revoked.add(revocation(RevocationKind.TOKEN, "t-1", time.time()))
+    assert "revoked" in rejected(auth, token).message
+    assert auth.authenticate(other).token_id == "t-2"  # another token of alice's still works
+
+
+def test_a_subject_revocation_covers_tokens_issued_until_then_only() -> None:
+    revoked = RevocationList()
+    auth = Authenticator(secret=SECRET, revoked=revoked)
+    now = int(time.time())
+    before = signed({"sub": "alice", "iat": now - 10})
+    same_second = signed({"sub": "alice", "iat": now - 5})
+    after = signed({"sub": "alice", "iat": now - 4})
+    without_iat = signed({"sub": "alice"})
+    bob = signed({"sub": "bob", "iat": now - 10})
+    assert auth.authenticate(before).subject == "alice"
+    revoked.add(revocation(RevocationKind.SUBJECT, "alice", now - 4.5))
+    assert "issued before" in rejected(auth, same_second).message
+    assert "issued before" in rejected(auth, before).message
+    assert "revoked" in rejected(auth, without_iat).message
+    assert auth.authenticate(after).subject == "alice"  # a token issued since works
+    assert auth.authenticate(bob).subject == "bob"
+
+
+def test_an_expired_revocation_no_longer_applies() -> None:
+    revoked = RevocationList()
+    auth = Authenticator(secret=SECRET, revoked=revoked)
+    token = mint_token(SECRET, "alice", {}, token_id="t-1")
+    old = datetime.now(UTC) - timedelta(hours=2)
+    revoked.add(Revocation(RevocationKind.TOKEN, "t-1", old, old + timedelta(hours=1), "root"))
+    assert auth.authenticate(token).token_id == "t-1"
+    revoked.expire(time.time())
+    assert len(revoked) == 0
+
+
+def test_dev_mode_ignores_expiry_rules_and_revocations() -> None:
+    revoked = RevocationList()
+    dev = Authenticator(dev=True, revoked=revoked)
+    revoked.add(revocation(RevocationKind.SUBJECT, "dev", time.time() + 10))
+    assert dev.authenticate(None).admin
+    assert dev.authenticate(mint_token(SECRET, "x", {}, ttl_seconds=None)).dev
+
+
+# --- the token command ---------------------------------------------------------------------
+
+
+def test_the_token_command_mints_expiring_revocable_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crdt_state.cli import main
+
+    monkeypatch.setenv("JWT_SECRET_KEY", SECRET)
+    monkeypatch.delenv("CRDT_STATE_MAX_TOKEN_LIFETIME_SECONDS", raising=False)
+    assert main(["token", "--sub", "root", "--admin", "--workspace", "w=read"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, ["HS256"])
+    assert claims["exp"] == claims["iat"] + 3600 and claims["admin"] is True and claims["jti"]
+    assert main(["token", "--sub", "a", "--ttl", "0"]) == 2
+    assert main(["token", "--sub", "a", "--ttl", "86401"]) == 2
+    assert "CRDT_STATE_MAX_TOKEN_LIFETIME_SECONDS" in capsys.readouterr().err

@@ -1,10 +1,11 @@
 """What the faces reach: settings, authentication, the panel service, the snapshot service,
 the live rooms (for Yjs sockets and metrics), the fan-out (JSON subscribers' notices), the
-store probe. Built by the composition root (app.py), one per process."""
+store probe, the live sockets (closed on expiry and revocation) and the revocation service.
+Built by the composition root (app.py), one per process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -14,7 +15,9 @@ from ..idempotency import IdempotencyCache
 from ..panels import PanelService
 from ..ports import Fanout, Probe, UpdateLog
 from ..registry import RoomRegistry
+from ..revocations import RevocationService
 from ..snapshots import SnapshotService
+from ..sockets import LiveSockets
 
 
 @dataclass(slots=True)
@@ -29,6 +32,8 @@ class Context:
     allowed_origins: list[str]
     idempotency: IdempotencyCache
     snapshots: SnapshotService | None = None
+    sockets: LiveSockets = field(default_factory=LiveSockets)  # every live socket, for 4401
+    revocations: RevocationService | None = None
 
 
 def context_of(connection: HTTPConnection) -> Context:

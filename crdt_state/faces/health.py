@@ -35,8 +35,22 @@ async def ready(request: Request) -> Response:
     body: dict[str, Any] = {"status": "ready" if is_ready else "not_ready", "checks": checks}
     if context.snapshots is not None:
         # Reported, never part of readiness: a damaged repository must not stop live editing.
-        body["gitSnapshots"] = await context.snapshots.check()
+        body["gitSnapshots"] = _counts(await context.snapshots.check())
+    if context.revocations is not None:
+        # Reported: a replica that cannot read the store is unready through "database".
+        body["revocations"] = context.revocations.health()
+    if context.auth.keys is not None:
+        body["jwks"] = context.auth.keys.status()  # reported: a stale key set still works
     return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+def _counts(report: dict[str, Any]) -> dict[str, Any]:
+    """Health, not names: /ready is unauthenticated, and workspace names are data. Lists and
+    maps of workspaces become their sizes."""
+    return {
+        name: len(value) if isinstance(value, list | dict | set) else value
+        for name, value in report.items()
+    }
 
 
 async def metrics(request: Request) -> Response:

@@ -123,6 +123,7 @@ async def state_socket(websocket: WebSocket) -> None:
     )
     await websocket.accept(subprotocol=subprotocol)
     try:
+        await context.auth.prepare(token)
         principal = context.auth.authenticate(token)
         context.auth.authorize(principal, workspace, Role.READ)
     except StateError as exc:
@@ -137,6 +138,8 @@ async def state_socket(websocket: WebSocket) -> None:
     subscription: Subscription = await context.fanout.subscribe_notices(
         workspace, session.on_notice
     )
+    # Closed with 4401 when the token expires or is revoked (on any replica).
+    live = context.sockets.register(principal, websocket.close)
     try:
         while True:
             frame = await websocket.receive()
@@ -158,6 +161,7 @@ async def state_socket(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        context.sockets.unregister(live)
         with contextlib.suppress(Exception):
             await subscription.close()
         await session.close()

@@ -113,6 +113,7 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
         websocket.query_params.get("token"), websocket.scope.get("subprotocols", [])
     )
     try:
+        await context.auth.prepare(token)
         principal = context.auth.authenticate(token)
         role = context.auth.authorize(principal, workspace, Role.READ)
         can_write = role >= Role.WRITE
@@ -132,11 +133,14 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
         max_queue_messages=settings.send_queue_messages,
         max_queue_bytes=settings.send_queue_bytes,
     )
+    # Closed with 4401 when the token expires or is revoked (on any replica).
+    live = context.sockets.register(principal, conn.close)
     session = YjsSession(room, conn)
     try:
         await room.call(session.join)
         await _read_frames(session, room, settings.max_message_bytes)
     finally:
+        context.sockets.unregister(live)
         if not room.closed:
             await room.submit(session.leave)
         await conn.finish(5 if conn.closing else 0)

@@ -59,6 +59,12 @@ class TooLarge(StateError):
     status = 413
 
 
+class DocumentTooLarge(TooLarge):
+    """A change would grow a panel's document past its size limit."""
+
+    code = "document_too_large"
+
+
 class Unavailable(StateError):
     """A dependency (database, Redis) is down; the caller may retry later."""
 

@@ -20,6 +20,7 @@ from .ports import UpdateLog
 from .replay import rebuild
 from .replication import Replication
 from .room import Room, RoomSettings
+from .update_guard import UpdateGuard
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,12 @@ class RoomRegistry:
         self._loading[key] = future
         try:
             panel, info, checkpoint_version = await self._build(key, create, subject)
-            room = Room(key, panel, info, self.pipeline, self.settings)
+            # What the doc holds, encoded once: the guard learns its structure (a thread: it
+            # is pure Python and can take a while for a big doc), cold joins get it as is.
+            state = panel.doc.get_update()
+            guard = UpdateGuard(server_clients=[panel.doc.client_id])
+            await asyncio.to_thread(guard.learn, state)
+            room = Room(key, panel, info, self.pipeline, self.settings, guard, state)
             self.rooms[key] = room
             self.materializer.open(room, checkpoint_version)
             await self.replication.attach(room, caught_up=info.version)

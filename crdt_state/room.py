@@ -22,8 +22,8 @@ from typing import Any, Protocol, TypeVar
 from pycrdt import merge_updates
 
 from .actor import Actor
-from .document import META, SCHEMA_VERSION, PanelDoc
-from .errors import StateError
+from .document import PanelDoc
+from .errors import DocumentTooLarge, StateError
 from .jsonpatch import apply_to_json, derived_patch
 from .log_position import LogPosition
 from .model import (
@@ -35,19 +35,19 @@ from .model import (
     PanelInfo,
     PanelKey,
     PanelState,
-    TriggeredBy,
     utcnow,
 )
 from .patch_events import PatchRecorder
 from .peers import Peers
 from .protocol import AwarenessEntry, encode_awareness
+from .update_decoder import MalformedUpdate
+from .update_guard import UpdateGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 E = TypeVar("E", bound="Edit")
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
-META_GUARD = Attribution(TriggeredBy.SYSTEM, "meta-guard", None)
 
 
 class InvalidUpdate(ValueError):
@@ -79,6 +79,7 @@ class ChangeSink(Protocol):
 class RoomSettings:
     checkpoint_every: int = 1000
     max_awareness_bytes: int = 64 * 1024
+    max_doc_bytes: int = 16 * 1024 * 1024
     inbox_size: int = 1024
 
 
@@ -95,6 +96,8 @@ class Room(Actor):
         info: PanelInfo,
         sink: ChangeSink,
         settings: RoomSettings,
+        guard: UpdateGuard,
+        state: bytes,
     ) -> None:
         super().__init__(f"room {key}", settings.inbox_size)
         self.key = key
@@ -107,13 +110,15 @@ class Room(Actor):
         self.deleted = False
         self._panel = panel
         self._sink = sink
+        self._guard = guard  # knows the doc's structure: checks clients' updates against it
         self._captured: list[bytes] = []
         self._subscription = panel.doc.observe(self._on_transaction)
-        self._meta_touched = False  # set by the $meta observer: only then is it checked
-        self._meta_subscription = panel.roots[META].observe(self._on_meta_event)
         self._recorder = PatchRecorder(panel)
         self._changes = 0  # changes applied so far: keys the cached full state
-        self._full_state: tuple[int, bytes] | None = None
+        self._full_state: tuple[int, bytes] | None = (0, state)
+        # The doc's encoded size, measured at load and when the estimate nears the limit,
+        # plus every update applied since (deletions free less than that: an overestimate).
+        self.size = len(state)
         self._view: JSONObject | None = None
         self._pending: set[asyncio.Future[int]] = set()  # commits not answered yet
 
@@ -125,7 +130,6 @@ class Room(Actor):
     def release(self) -> None:
         """Let go of the doc (after stop): its observers keep callbacks alive from Rust."""
         self._panel.doc.unobserve(self._subscription)
-        self._panel.roots[META].unobserve(self._meta_subscription)
         self._recorder.close()
         self._captured.clear()
 
@@ -142,12 +146,19 @@ class Room(Actor):
         origin: object | None,
         who: Attribution,
         change_type: ChangeType = ChangeType.UPDATED,
+        *,
+        may_write_computed: bool = False,
     ) -> Change | None:
-        """Apply a Yjs update (a client's, or a stale REST patch merged as one). Returns the
-        change it made, None when it changed nothing; InvalidUpdate when the doc refused it
-        (whatever part the doc did take in is recorded all the same)."""
+        """Apply a Yjs update: a client's (`origin`, checked first) or the server's own (a
+        stale REST patch merged as one). Returns the change it made, None when it changed
+        nothing. A client's update the guard refuses (UpdateRefused), or that would make the
+        doc larger than its limit (DocumentTooLarge), is not applied at all; InvalidUpdate
+        when the doc refused it (whatever part it did take in is recorded all the same)."""
         if update == EMPTY_UPDATE:
             return None
+        if origin is not None:
+            self._guard.check(update, may_write_computed=may_write_computed)
+            self.check_size(len(update))
         error: InvalidUpdate | None = None
         try:
             with self._panel.doc.transaction(origin=origin):
@@ -159,13 +170,22 @@ class Room(Actor):
                 raise
             error = InvalidUpdate("invalid Yjs update: the CRDT library refused it")
         change = self._record(origin, who, change_type)
-        if self._meta_touched:
-            self._meta_touched = False
-            if origin is not None:
-                self._guard_meta()
         if error is not None:
             raise error
         return change
+
+    def check_size(self, adding: int) -> None:
+        """DocumentTooLarge unless `adding` more bytes keep the doc within its limit."""
+        limit = self.settings.max_doc_bytes
+        if self.size + adding <= limit:
+            return
+        self.size = len(self.encode_state())  # the estimate only grows: measure it again
+        if self.size + adding > limit:
+            raise DocumentTooLarge(
+                f"The panel would grow past its limit of {limit} bytes "
+                f"(it holds {self.size}); nothing was changed.",
+                limit=limit,
+            )
 
     def edit(
         self, prepare: Callable[[JSONObject], E], who: Attribution, change_type: ChangeType
@@ -206,6 +226,7 @@ class Room(Actor):
         if not self._captured:
             return False
         captured, self._captured = self._captured, []
+        self._learn(captured)
         self._changes += 1
         self.position.foreign_applied()
         self._advance_view(self._recorder.take())
@@ -225,6 +246,7 @@ class Room(Actor):
             return None
         # One transaction gives one event; merging a handful is cheap should there be more.
         captured, self._captured = self._captured, []
+        self._learn(captured)
         delta = captured[0] if len(captured) == 1 else merge_updates(*captured)
         patch = self._recorder.take()
         self._changes += 1
@@ -251,18 +273,6 @@ class Room(Actor):
         change.expected_version = self.position.expect(change.change_id)
         self._sink.changed(self, change, origin)
         return change
-
-    def _guard_meta(self) -> None:
-        """`$meta` is server-owned: undo a client's edit of it with a forward change."""
-        meta = self._panel.roots[META]
-        if meta.get("epoch") == self.epoch and meta.get("schema") == SCHEMA_VERSION:
-            return
-        log.warning("room %s: a client changed $meta; restoring it", self.key)
-        with self._panel.doc.transaction(origin="server"):
-            meta["epoch"] = self.epoch
-            meta["schema"] = SCHEMA_VERSION
-        self._meta_touched = False  # the guard's own write
-        self._record(None, META_GUARD, ChangeType.UPDATED)
 
     def relay_presence(self, entries: list[AwarenessEntry], sender: object | None) -> None:
         """Presence that changed here: to this room's other clients, and other replicas."""
@@ -338,9 +348,15 @@ class Room(Actor):
             log.exception("room %s: change events did not replay; re-rendering", self.key)
             self._view = None
 
+    def _learn(self, updates: list[bytes]) -> None:
+        for update in updates:
+            self.size += len(update)
+            try:
+                self._guard.learn(update)
+            except MalformedUpdate:  # pycrdt wrote something the decoder does not know
+                log.exception("room %s: the update guard cannot read an applied update", self.key)
+
     def _on_transaction(self, event: Any) -> None:
         # Runs inside pycrdt: must not raise nor touch the doc.
         self._captured.append(event.update)
 
-    def _on_meta_event(self, event: Any) -> None:
-        self._meta_touched = True

@@ -45,6 +45,7 @@ class Server:
             settings=RoomSettings(
                 checkpoint_every=settings.checkpoint_every,
                 max_awareness_bytes=settings.max_awareness_bytes,
+                max_doc_bytes=settings.max_doc_bytes,
             ),
             idle_seconds=settings.room_idle_seconds,
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from .auth import Role
 from .connection import Connection
+from .errors import DocumentTooLarge
 from .model import Attribution, TriggeredBy
 from .protocol import (
     Message,
@@ -25,17 +27,21 @@ from .protocol import (
 )
 from .room import InvalidUpdate, Room
 from .status import CLOSE_BAD_MESSAGE, CLOSE_TOO_LARGE
+from .update_guard import UpdateRefused
 
 log = logging.getLogger(__name__)
 
 
 class YjsSession:
-    __slots__ = ("conn", "room", "who")
+    __slots__ = ("conn", "may_write_computed", "room", "who")
 
     def __init__(self, room: Room, conn: Connection) -> None:
         self.room = room
         self.conn = conn
         self.who = Attribution(TriggeredBy.USER, "yjs", conn.subject)
+        # `$computed` holds what services derive; over Yjs only a workspace admin writes it.
+        role = conn.principal.role_for(room.key.workspace_id)
+        self.may_write_computed = role is not None and role >= Role.ADMIN
 
     def join(self) -> None:
         """Run in the room: say what the server has, and who is here."""
@@ -58,6 +64,11 @@ class YjsSession:
             return
         try:
             self._dispatch(message)
+        except UpdateRefused as exc:
+            log.info("room %s: refused a client's update: %s", self.room.key, exc.reason)
+            conn.close(exc.close_code, exc.reason)
+        except DocumentTooLarge as exc:
+            conn.close(CLOSE_TOO_LARGE, exc.message)
         except (ProtocolError, InvalidUpdate) as exc:
             log.info("room %s: closing a client that sent a bad message: %s", self.room.key, exc)
             conn.close(CLOSE_BAD_MESSAGE, str(exc))
@@ -70,7 +81,9 @@ class YjsSession:
             elif not conn.can_write:
                 room.peers.dropped_read_only += 1
             else:
-                room.apply(message.payload, conn, self.who)
+                room.apply(
+                    message.payload, conn, self.who, may_write_computed=self.may_write_computed
+                )
         elif message.type == MessageType.AWARENESS:
             if not conn.can_write:
                 room.peers.dropped_read_only += 1

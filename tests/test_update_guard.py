@@ -50,6 +50,7 @@ from .yjs_encoder import (
     DocContent,
     EmbedContent,
     Float32,
+    Float64,
     FormatContent,
     JSONContent,
     Raw,
@@ -615,6 +616,58 @@ def test_values_at_the_edges_pass():
         server.receive(set_value(value, clock=clock, key=f"k{clock}"))
 
 
+WHOLE_FLOATS_SHOWN_AS_BIG_INTEGERS = [
+    Float64(2.0**53),
+    Float64(-(2.0**53)),
+    Float64(2.0**60),
+    Float64(2.0**63),  # the doc shows 2^63 − 1 (saturated)
+    Float64(-(2.0**63)),
+    Float32(2.0**60),
+    Float32(-(2.0**62)),
+]
+
+
+@pytest.mark.parametrize("number", WHOLE_FLOATS_SHOWN_AS_BIG_INTEGERS, ids=repr)
+def test_whole_floats_the_doc_shows_as_big_integers_are_refused_as_the_rest_face_does(number):
+    """yrs renders a whole float within the i64 range as an integer: beyond ±(2^53−1) that is
+    an integer no JSON client holds exactly, which the REST face refuses too."""
+    with pytest.raises(InvalidValue):
+        check_json({"n": float(number)})
+    for value in (number, {"a": [1, number]}):
+        info = refused(Server().guard, set_value(value))
+        assert info.code == "value" and "whole number" in info.reason
+    # As the doc would show it, without the guard.
+    doc = Doc()
+    doc.apply_update(set_value(number))
+    shown = orjson.loads(str(doc.get("$state", type=Map)))["k"]
+    assert isinstance(shown, int) and abs(shown) > 2**53 - 1
+
+
+def test_floats_beyond_the_whole_number_range_pass_as_the_rest_face_lets_them():
+    server = Server()
+    numbers = [Float64(2.0**53 - 1), Float64(-(2.0**53 - 1)), Float64(2.0**64), Float32(2.0**64)]
+    numbers += [Float64(-(2.0**70)), Float64(1.5)]
+    for clock, number in enumerate(numbers):
+        check_json({"n": float(number)})
+        server.receive(set_value(number, clock=clock, key=f"n{clock}"))
+    shown = server.render()["$state"]
+    assert shown["n2"] == 2.0**64 and isinstance(shown["n2"], float)
+
+
+def test_a_pycrdt_client_setting_a_big_integer_is_refused():
+    """pycrdt sends a Python int as a float (a float32 when it fits): 2**60 arrives as the
+    whole float 2^60, which the doc would show as 1152921504606846976."""
+    server = Server()
+    client = Client(server)
+    client.state["big"] = 2**60
+    (update,) = client.take()
+    assert refused(server.guard, update).code == "value"
+    other = Client(server)
+    other.state["fine"] = 2**53 - 1  # a float64
+    server.receive(other.take()[0])
+    assert server.render()["$state"]["fine"] == 2**53 - 1
+
+
 @pytest.mark.parametrize(
     "content, word",
     [
@@ -946,6 +999,117 @@ def test_the_guard_stays_compact():
     assert stats["types"] == 0
 
 
+# --- entries too deep to render ----------------------------------------------------------------
+
+LOADER = 5000  # the client that wrote the deep entries, long ago
+
+
+def _deep_log() -> list[bytes]:
+    """A log no client could write today: one update with 1,100 nested maps under $state.deep
+    (levels 2..1101) and a normal $state.ok, one with a JSON object 1,100 deep in an Any value
+    under $state.blob."""
+    b = UpdateBuilder()
+    at: str | tuple[int, int] = "$state"
+    for level in range(2, 1102):
+        key = "deep" if level == 2 else "k"
+        at = b.item(LOADER, None, TypeRef(TYPE_MAP), parent=at, parent_sub=key)
+    ok = b.item(LOADER, None, TypeRef(TYPE_MAP), parent="$state", parent_sub="ok")
+    b.item(LOADER, None, AnyContent([{"a": {"b": 1}}]), parent=ok, parent_sub="v")  # to level 4
+    return [b.encode(), set_value(nested_any(1100), client=LOADER, clock=1102, key="blob")]
+
+
+def _loaded(log: list[bytes]) -> Server:
+    """A room's doc after loading the log (no check: it is history), its guard learning it."""
+    server = Server()
+    for update in log:
+        server.doc.apply_update(update)
+    return server
+
+
+def test_too_deep_names_the_root_entries_holding_deep_containers():
+    server = _loaded(_deep_log())
+    rebuilt = UpdateGuard()
+    rebuilt.learn(server.doc.get_update())  # as a room starts with a loaded doc
+    deep, blob, ok = ("$state", "deep"), ("$state", "blob"), ("$state", "ok")
+    for guard in (server.guard, rebuilt):
+        assert guard.too_deep(255) == guard.too_deep(1101) == {deep, blob}
+        assert guard.too_deep(1102) == set()
+        assert guard.too_deep(4) == {deep, blob, ok}
+        assert guard.too_deep(5) == {deep, blob}
+        assert guard.max_level == 1101  # Any values do not count there: only types
+
+
+def test_too_deep_follows_learned_deletions_and_overwrites_of_an_entry():
+    server = _loaded(_deep_log())
+    state = server.roots["$state"]
+    del state["deep"]  # as pycrdt writes it: the entry's map and all below it in the delete set
+    assert server.guard.too_deep(255) == {("$state", "blob")}
+    # A client replaces the blob with a scalar: its item has only an origin (the old value).
+    client = Client(server)
+    client.state["blob"] = "small now"
+    (update,) = client.take()
+    assert decode_update(update).structs[0].parent is None
+    server.receive(update)
+    assert server.guard.too_deep(2) == {("$state", "ok")}
+    # A value that holds containers set over a scalar inherits its key from it.
+    with server.doc.transaction():
+        state["ok"] = 1
+    with server.doc.transaction():
+        state["ok"] = Map({"a": Map({"b": Map()})})
+    assert server.guard.too_deep(4) == {("$state", "ok")}
+    assert server.guard.too_deep(5) == set()
+    fresh = UpdateGuard()
+    fresh.learn(server.doc.get_update())
+    assert fresh.too_deep(2) == {("$state", "ok")}
+
+
+def test_too_deep_drops_the_value_that_lost_a_concurrent_write():
+    server = Server()
+    alice, bob = Client(server), Client(server)
+    alice.state["x"] = Map({"a": Map()})
+    bob.state["x"] = Map({"b": 1})  # the same key, concurrently: one value wins, yrs deletes one
+    for update in alice.take() + bob.take():
+        server.receive(update)
+    winner = server.render()["$state"]["x"]
+    assert server.guard.too_deep(2) == {("$state", "x")}
+    assert server.guard.too_deep(3) == ({("$state", "x")} if "a" in winner else set())
+    assert server.guard.stats()["entries"] == 1
+    with server.doc.transaction():  # set and deleted in one transaction: never an entry
+        server.roots["$state"]["t"] = Map({"a": Map()})
+        del server.roots["$state"]["t"]
+    assert server.guard.stats()["entries"] == 1
+
+
+def test_too_deep_keeps_an_entry_whose_deep_part_alone_was_deleted():
+    """The guard cannot tell that the deepest level of a value went down: the entry stays
+    listed (the safe side) until a guard learns the doc afresh (yrs collected the deleted
+    maps, so its update shows them as Deleted and GC structs)."""
+    server = _loaded(_deep_log())
+    inner = server.roots["$state"]["deep"]
+    del inner["k"]  # everything below level 2
+    assert ("$state", "deep") in server.guard.too_deep(255)
+    fresh = UpdateGuard()
+    fresh.learn(server.doc.get_update())
+    assert fresh.too_deep(255) == {("$state", "blob")}
+    assert fresh.too_deep(2) == {("$state", "blob"), ("$state", "ok"), ("$state", "deep")}
+
+
+def test_too_deep_counts_entries_of_every_root_and_never_changes_on_a_check():
+    server = Server()
+    server.receive(nested_maps(10, parent="$computed", first_key="c"), may_write_computed=True)
+    server.receive(set_value(nested_any(20), clock=10, key="j"))
+    assert server.guard.too_deep(11) == {("$computed", "c"), ("$state", "j")}
+    assert server.guard.too_deep(12) == {("$state", "j")}
+    # A checked (not applied) deletion of both changes nothing.
+    b = UpdateBuilder()
+    b.delete(HOSTILE, 0, 11)
+    refused(server.guard, b.encode())  # $computed: not for this connection
+    server.guard.check(deletion(HOSTILE, 10), may_write_computed=False)
+    assert server.guard.too_deep(11) == {("$computed", "c"), ("$state", "j")}
+    server.receive(deletion(HOSTILE, 10))
+    assert server.guard.too_deep(2) == {("$computed", "c")}
+
+
 # --- fuzzing -----------------------------------------------------------------------------------
 
 
@@ -1121,10 +1285,38 @@ def _random_update(rng: random.Random, doc: Doc, guard: UpdateGuard) -> bytes:
     return b.encode()
 
 
+def _value_depth(value: Any) -> int:
+    """How many containers deep a map entry's value goes (0: a scalar; a Y.Text is 1)."""
+    if isinstance(value, Map | dict):
+        children = (
+            [value[key] for key in value.keys()] if isinstance(value, Map) else value.values()
+        )
+    elif isinstance(value, Array | list):
+        children = list(value)
+    else:
+        return 1 if isinstance(value, Text) else 0
+    return 1 + max((_value_depth(child) for child in children), default=0)
+
+
+def _check_too_deep(guard: UpdateGuard, roots: dict[str, Map], limit: int, *, exact: bool) -> None:
+    """Every entry whose value reaches a level is listed for it (the root map is at level 1, an
+    entry's value at 2); with ``exact``, nothing else is."""
+    depths = {
+        (name, key): _value_depth(roots[name][key])
+        for name in ("$state", "$computed")
+        for key in roots[name].keys()
+    }
+    for min_level in range(2, limit + 1):
+        reaching = {entry for entry, depth in depths.items() if depth and 1 + depth >= min_level}
+        listed = guard.too_deep(min_level)
+        assert listed == reaching if exact else listed >= reaching, (min_level, listed, depths)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_whatever_the_guard_accepts_pycrdt_applies_and_renders_within_the_limit(seed):
     """Random well-formed updates against a growing doc: an accepted update applies without a
-    panic, the doc still encodes and renders, and no container reaches the limit."""
+    panic, the doc still encodes and renders, no container reaches the limit, and too_deep
+    lists every entry as deep as it goes (exactly, for a guard that learned the doc afresh)."""
     rng = random.Random(seed)
     limit = 6
     doc = Doc(client_id=777_000 + seed)
@@ -1144,9 +1336,11 @@ def test_whatever_the_guard_accepts_pycrdt_applies_and_renders_within_the_limit(
         view = {name: orjson.loads(str(roots[name])) for name in ("$state", "$computed")}
         assert _view_depth(view) < limit
         assert guard.max_level < limit
+        _check_too_deep(guard, roots, limit, exact=False)  # deletions inside values: kept
     rebuilt = UpdateGuard(limit)
     rebuilt.learn(doc.get_update())
     assert rebuilt.max_level <= guard.max_level
+    _check_too_deep(rebuilt, roots, limit, exact=True)
     assert accepted > 25
     assert guard.max_level >= 2  # nested types were accepted (deletions keep it shallow)
 

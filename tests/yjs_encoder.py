@@ -383,16 +383,18 @@ def nested_maps(
     parent: str | ID = "$state",
     key: str = "k",
     leaf: Any = None,
+    first_key: str | None = None,
 ) -> bytes:
     """One update creating ``depth`` Y.Maps, each the value of ``key`` in the previous one.
 
-    The first hangs under ``parent`` (a root name or a type id); with ``leaf`` the deepest map
-    also gets ``key: leaf``.
+    The first hangs under ``parent`` (a root name or a type id), as its ``first_key`` (default:
+    ``key``); with ``leaf`` the deepest map also gets ``key: leaf``.
     """
     b = UpdateBuilder()
     at: str | ID = parent
     for i in range(depth):
-        at = b.item(client, clock + i, TypeRef(TYPE_MAP), parent=at, parent_sub=key)
+        sub = first_key if i == 0 and first_key is not None else key
+        at = b.item(client, clock + i, TypeRef(TYPE_MAP), parent=at, parent_sub=sub)
     if leaf is not None:
         b.item(client, None, AnyContent([leaf]), parent=at, parent_sub=key)
     return b.encode()

@@ -88,6 +88,18 @@ ENVIRONMENT = {
         "max_body_bytes",
         "largest REST request body accepted [8388608]",
     ),
+    "CRDT_STATE_MAX_PATCH_BODY_BYTES": (
+        "max_patch_body_bytes",
+        "largest PATCH body accepted (parsing holds the process for ~15 ms per MiB) [1048576]",
+    ),
+    "CRDT_STATE_MAX_PATCH_OPERATIONS": (
+        "max_patch_operations",
+        "operations one JSON Patch may hold [1000]",
+    ),
+    "CRDT_STATE_MAX_PATCH_WRITE_BYTES": (
+        "max_patch_write_bytes",
+        "JSON bytes one patch may write, copies and moves counted each time [8388608]",
+    ),
     "CRDT_STATE_MAX_DOC_BYTES": (
         "max_doc_bytes",
         "largest encoded Yjs document a panel may grow to (Yjs and REST alike) [16777216]",
@@ -95,6 +107,10 @@ ENVIRONMENT = {
     "CRDT_STATE_MAX_AWARENESS_BYTES": (
         "max_awareness_bytes",
         "largest awareness update accepted [65536]",
+    ),
+    "CRDT_STATE_SLOW_CLIENT_SECONDS": (
+        "slow_client_seconds",
+        "a JSON subscriber that reads nothing for this long is closed with 1013 [10]",
     ),
     "CRDT_STATE_SEND_QUEUE_MESSAGES": (
         "send_queue_messages",
@@ -147,9 +163,13 @@ class Settings:
     max_awareness_bytes: int = 64 * 1024
     max_body_bytes: int = 8 * 1024 * 1024
     max_doc_bytes: int = 16 * 1024 * 1024
+    max_patch_body_bytes: int = 1024 * 1024
+    max_patch_operations: int = 1000
+    max_patch_write_bytes: int = 8 * 1024 * 1024
     send_queue_messages: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     room_idle_seconds: float = 30.0
+    slow_client_seconds: float = 10.0
     dev: bool = False
 
     @classmethod

@@ -59,6 +59,16 @@ class TooLarge(StateError):
     status = 413
 
 
+class TooManyOperations(TooLarge):
+    code = "too_many_operations"
+
+
+class PatchTooLarge(TooLarge):
+    """A patch whose copies and moves would write far more than it holds."""
+
+    code = "patch_too_large"
+
+
 class DocumentTooLarge(TooLarge):
     """A change would grow a panel's document past its size limit."""
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pycrdt import Doc
 
 from .doc_patch import replace_document, write_plan
@@ -33,6 +34,10 @@ class PatchEdit:
     plan: PatchPlan
 
     @property
+    def written_bytes(self) -> int:
+        return self.plan.written_bytes
+
+    @property
     def after(self) -> JSONObject:
         after: JSONObject = self.plan.after
         return after
@@ -45,11 +50,15 @@ class PatchEdit:
         write_plan(panel, self.plan)
 
 
-def patch_edit(ops: list[Operation]) -> Callable[[JSONObject], PatchEdit]:
-    """The edit that applies `ops` (checked by check_panel_paths) to the current view."""
+def patch_edit(
+    ops: list[Operation], max_written_bytes: int | None = None
+) -> Callable[[JSONObject], PatchEdit]:
+    """The edit that applies `ops` (checked by check_panel_paths) to the current view; one
+    that would write more than `max_written_bytes` (copies multiply a small patch) is
+    refused before anything is touched."""
 
     def prepare(view: JSONObject) -> PatchEdit:
-        return PatchEdit(view, plan_patch(view, ops))
+        return PatchEdit(view, plan_patch(view, ops, max_written_bytes))
 
     return prepare
 
@@ -58,6 +67,10 @@ def patch_edit(ops: list[Operation]) -> Callable[[JSONObject], PatchEdit]:
 class ReplaceEdit:
     before: JSONObject
     roots: JSONObject  # the roots given, each replaced whole
+
+    @property
+    def written_bytes(self) -> int:
+        return len(orjson.dumps(self.roots))
 
     @property
     def after(self) -> JSONObject:
@@ -152,11 +165,13 @@ def _check_root_target(op: Operation) -> None:
 # -- stale patches -------------------------------------------------------------------------
 
 
-def stale_update(loaded: LoadedPanel, ops: list[Operation]) -> bytes:
+def stale_update(
+    loaded: LoadedPanel, ops: list[Operation], max_written_bytes: int | None = None
+) -> bytes:
     """The Yjs update `ops` make to the panel as `loaded` holds it (an older version): indices
     and tests mean what they meant then. Pure: runs on a thread, its doc never leaves it."""
     base = PanelDoc(rebuild(loaded))
-    plan = plan_patch(base.render(), ops)  # raises before anything is touched
+    plan = patch_edit(ops, max_written_bytes)(base.render()).plan  # raises before any write
     updates: list[bytes] = []
     subscription = base.doc.observe(lambda event: updates.append(event.update))
     try:

@@ -14,7 +14,15 @@ from typing import Any, NoReturn
 
 import orjson
 
-from .errors import InvalidPatch, InvalidValue, PathNotFound, StateError, TestFailed
+from .errors import (
+    InvalidPatch,
+    InvalidValue,
+    PatchTooLarge,
+    PathNotFound,
+    StateError,
+    TestFailed,
+    TooManyOperations,
+)
 from .values import MAX_DEPTH, check_json, escape_token, normalize_numbers
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
@@ -78,10 +86,17 @@ def format_pointer(tokens: Iterable[str | int]) -> str:
     return "".join("/" + escape_token(str(token)) for token in tokens)
 
 
-def parse_patch(raw: object) -> list[Operation]:
-    """Check a JSON Patch's shape (not its paths against a document) and its values."""
+def parse_patch(raw: object, max_operations: int | None = None) -> list[Operation]:
+    """Check a JSON Patch's shape (not its paths against a document) and its values; a patch
+    of more than `max_operations` is refused before any is looked at."""
     if not isinstance(raw, list):
         raise InvalidPatch(f"A JSON Patch is an array of operations, not {json_type(raw)}.")
+    if max_operations is not None and len(raw) > max_operations:
+        raise TooManyOperations(
+            f"A patch holds at most {max_operations} operations; this one has {len(raw)}. "
+            "Split it, or PUT the new state.",
+            limit=max_operations,
+        )
     return [_parse_operation(index, item) for index, item in enumerate(raw)]
 
 
@@ -265,9 +280,10 @@ class _Working:
     into them (the input is never mutated) and written in place after that, so each
     operation costs the depth of its path, not the size of the containers on it."""
 
-    def __init__(self, document: Any, record: bool) -> None:
+    def __init__(self, document: Any, record: bool, max_written: int | None = None) -> None:
         self.root = document
         self.record = record
+        self.max_written = max_written
         self.steps: list[Step] = []
         self.undo: list[dict[str, Any]] = []
         self.written = 0
@@ -289,24 +305,33 @@ class _Working:
         value = value_at(self.root, op.from_path, op)
         if op.op == "move" and op.from_path == op.path:
             return
-        _check_depth(value, op)
         value = self._snapshot(value)  # a value of the doc, now in a second place
+        _check_depth(value, op)
         if op.op == "move":
             self._step("remove", op.from_path, None, op)
         self._step("add", op.path, value, op)
 
     def _snapshot(self, value: Any) -> Any:
-        if not isinstance(value, dict | list):
-            return value
         encoded = orjson.dumps(value)
-        self.written += len(encoded)
-        return orjson.loads(encoded)
+        self._wrote(len(encoded))
+        return orjson.loads(encoded) if isinstance(value, dict | list) else value
+
+    def _wrote(self, size: int) -> None:
+        # Checked as it grows: copies double a value each time, so a patch of a few KB could
+        # otherwise take exponential time and memory before the total is known.
+        self.written += size
+        if self.max_written is not None and self.written > self.max_written:
+            raise PatchTooLarge(
+                f"The patch would write more than {self.max_written} bytes (copies and moves "
+                "count each time); nothing was changed.",
+                limit=self.max_written,
+            )
 
     def _step(
         self, kind: str, tokens: list[str], value: Any, op: Operation, size: bool = False
     ) -> None:
-        if size and isinstance(value, dict | list):
-            self.written += len(orjson.dumps(value))
+        if size:
+            self._wrote(len(orjson.dumps(value)))
         if not tokens:  # the whole document
             old, self.root = self.root, value
             self._note(kind, tokens, value, old, {"op": "replace", "path": "", "value": old})
@@ -376,15 +401,18 @@ class _Working:
         return copy
 
 
-def plan_patch(before: Any, ops: Iterable[Operation]) -> PatchPlan:
+def plan_patch(
+    before: Any, ops: Iterable[Operation], max_written_bytes: int | None = None
+) -> PatchPlan:
     """Apply `ops` to plain JSON once, keeping what every consumer needs of that pass.
 
     Raises (PathNotFound, TestFailed, InvalidValue, InvalidPatch) naming the failing
     operation, before anything could have been touched. The input is never mutated. The
     inverse turns the result back into `before`: each step's inverse is taken against the
-    document just before it, and the inverses run in reverse order.
+    document just before it, and the inverses run in reverse order. A patch that would write
+    more than `max_written_bytes` is refused (PatchTooLarge) as soon as it gets there.
     """
-    work = _Working(before, record=True)
+    work = _Working(before, record=True, max_written=max_written_bytes)
     for op in ops:
         work.apply(op)
     work.undo.reverse()

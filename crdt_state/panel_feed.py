@@ -20,7 +20,8 @@ from .ports import UpdateLog
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
-CATCH_UP_PAGE = 1000
+CATCH_UP_PAGE = 100
+MAX_QUEUED_NOTICES = 256  # past this a slow feed drops notices and reads the log instead
 
 
 class PanelFeed:
@@ -30,9 +31,17 @@ class PanelFeed:
         self.version = version  # the last version delivered
         self._deliver = deliver
         self._notices: asyncio.Queue[Notice | None] = asyncio.Queue()
+        self._lagging = False  # notices were dropped: the log fills the gap
         self._task = asyncio.create_task(self._run(), name=f"feed {key}")
 
     def notice(self, notice: Notice) -> None:
+        """A committed version (a hint: the log is the truth). A feed whose subscriber does
+        not keep up keeps at most MAX_QUEUED_NOTICES; beyond, it reads the log later."""
+        if self._notices.qsize() >= MAX_QUEUED_NOTICES:
+            if not self._lagging:
+                self._lagging = True
+                self._notices.put_nowait(None)  # catch up from the log once it gets there
+            return
         self._notices.put_nowait(notice)
 
     async def close(self) -> None:
@@ -67,6 +76,7 @@ class PanelFeed:
 
     async def _handle(self, notice: Notice | None) -> None:
         if notice is None:
+            self._lagging = False
             await self.catch_up()
             return
         version = notice.version

@@ -73,6 +73,7 @@ class PanelService:
     read_model: ReadModel
     committer: Committer
     cache: StateCache | None = None
+    max_patch_write_bytes: int | None = None  # what one patch may write (copies amplify)
     counters: ReadCounters = field(default_factory=ReadCounters)
 
     @property
@@ -206,7 +207,7 @@ class PanelService:
             )
         if version is not None and version != current:
             return await self._merge(room, ops, version, who, dry_run)
-        prepare = patch_edit(ops)
+        prepare = patch_edit(ops, self.max_patch_write_bytes)
         if dry_run:
             edit = await room.call(lambda: prepare(room.view()))
             return WriteResult(key, current, edit.before, edit.after, edit.inverse, changed=False)
@@ -219,7 +220,7 @@ class PanelService:
         loaded = await self.log.load(room.key, until=version)
         if loaded is None:
             raise PanelNotFound(f"Panel '{room.key}' does not exist.")
-        update = await asyncio.to_thread(stale_update, loaded, ops)
+        update = await asyncio.to_thread(stale_update, loaded, ops, self.max_patch_write_bytes)
 
         def merge() -> tuple[JSONObject, JSONObject, Change | None]:
             before = room.view()

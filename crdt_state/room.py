@@ -62,6 +62,11 @@ class Edit(Protocol):
     @property
     def after(self) -> JSONObject | None: ...
 
+    @property
+    def written_bytes(self) -> int:
+        """About how much it adds to the doc (JSON bytes of what it writes)."""
+        ...
+
     def write(self, panel: PanelDoc) -> None: ...
 
 
@@ -158,7 +163,7 @@ class Room(Actor):
             return None
         if origin is not None:
             self._guard.check(update, may_write_computed=may_write_computed)
-            self.check_size(len(update))
+        self.check_size(len(update))
         error: InvalidUpdate | None = None
         try:
             with self._panel.doc.transaction(origin=origin):
@@ -193,6 +198,7 @@ class Room(Actor):
         """Prepare a change against the current view (it may refuse: nothing is touched),
         then write it in one transaction. Returns the edit and the change (None: no-op)."""
         edit = prepare(self.view())
+        self.check_size(edit.written_bytes)
         try:
             with self._panel.doc.transaction(origin="server"):
                 edit.write(self._panel)
@@ -359,4 +365,3 @@ class Room(Actor):
     def _on_transaction(self, event: Any) -> None:
         # Runs inside pycrdt: must not raise nor touch the doc.
         self._captured.append(event.update)
-

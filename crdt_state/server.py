@@ -49,7 +49,14 @@ class Server:
             ),
             idle_seconds=settings.room_idle_seconds,
         )
-        self.panels = PanelService(self.registry, store, store, self.committer, cache)
+        self.panels = PanelService(
+            self.registry,
+            store,
+            store,
+            self.committer,
+            cache,
+            max_patch_write_bytes=settings.max_patch_write_bytes,
+        )
         self.snapshots = SnapshotService(
             self.panels,
             store,

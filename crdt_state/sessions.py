@@ -9,8 +9,10 @@ client's presence.
 from __future__ import annotations
 
 import logging
+import time
 
 from .auth import Role
+from .awareness import PresenceFull
 from .connection import Connection
 from .errors import DocumentTooLarge
 from .model import Attribution, TriggeredBy
@@ -32,8 +34,11 @@ from .update_guard import UpdateRefused
 log = logging.getLogger(__name__)
 
 
+QUERY_AWARENESS_INTERVAL = 1.0  # seconds: more frequent queries are ignored
+
+
 class YjsSession:
-    __slots__ = ("conn", "may_write_computed", "room", "who")
+    __slots__ = ("conn", "last_query", "may_write_computed", "room", "who")
 
     def __init__(self, room: Room, conn: Connection) -> None:
         self.room = room
@@ -42,6 +47,7 @@ class YjsSession:
         # `$computed` holds what services derive; over Yjs only a workspace admin writes it.
         role = conn.principal.role_for(room.key.workspace_id)
         self.may_write_computed = role is not None and role >= Role.ADMIN
+        self.last_query = -QUERY_AWARENESS_INTERVAL
 
     def join(self) -> None:
         """Run in the room: say what the server has, and who is here."""
@@ -69,6 +75,8 @@ class YjsSession:
             conn.close(exc.close_code, exc.reason)
         except DocumentTooLarge as exc:
             conn.close(CLOSE_TOO_LARGE, exc.message)
+        except PresenceFull as exc:
+            conn.close(CLOSE_TOO_LARGE, str(exc))
         except (ProtocolError, InvalidUpdate) as exc:
             log.info("room %s: closing a client that sent a bad message: %s", self.room.key, exc)
             conn.close(CLOSE_BAD_MESSAGE, str(exc))
@@ -94,4 +102,9 @@ class YjsSession:
             changed = room.peers.presence.apply(decode_awareness(message.payload), conn)
             room.relay_presence(changed, conn)
         elif message.type == MessageType.QUERY_AWARENESS:
-            conn.send(awareness_message(encode_awareness(room.peers.presence.current())))
+            # Each answer is the room's whole presence: a client asking in a loop would make
+            # the server queue it again and again. Once a second is plenty.
+            now = time.monotonic()
+            if now - self.last_query >= QUERY_AWARENESS_INTERVAL:
+                self.last_query = now
+                conn.send(awareness_message(encode_awareness(room.peers.presence.current())))

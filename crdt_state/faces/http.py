@@ -55,8 +55,11 @@ def panel_key(request: Request) -> PanelKey:
         raise BadRequest(str(exc)) from None
 
 
-async def read_json(request: Request) -> Any:
-    limit = context_of(request).settings.max_body_bytes
+async def read_json(request: Request, limit: int | None = None) -> Any:
+    """The body as JSON, at most `limit` bytes (default: the setting for every body); the
+    limit is checked as the body arrives, before anything is parsed."""
+    if limit is None:
+        limit = context_of(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"The body is larger than {limit} bytes.", limit=limit)

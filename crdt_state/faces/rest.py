@@ -155,8 +155,9 @@ async def patch_state(request: Request) -> Response:
     panels = context.panels
     key = panel_key(request)
     principal = authorize(request, key.workspace_id, Role.WRITE)
-    patch, body, version, strict = patch_request(request, await read_json(request))
-    ops = parse_patch(patch)
+    raw = await read_json(request, context.settings.max_patch_body_bytes)
+    patch, body, version, strict = patch_request(request, raw)
+    ops = parse_patch(patch, context.settings.max_patch_operations)
     who = attribution(body, principal)
     dry_run = flag(request, "dryRun", "dry_run")
     if not dry_run:

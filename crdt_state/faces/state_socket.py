@@ -17,21 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import deque
 from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..auth import Role, origin_allowed, websocket_token
-from ..errors import StateError
+from ..errors import BadRequest, StateError
 from ..model import Notice, PanelKey
 from ..panel_feed import PanelFeed
 from ..ports import Subscription
-from ..status import CLOSE_BAD_MESSAGE, CLOSE_FORBIDDEN, CLOSE_TOO_LARGE, close_code
+from ..status import (
+    CLOSE_BAD_MESSAGE,
+    CLOSE_FORBIDDEN,
+    CLOSE_TOO_LARGE,
+    CLOSE_TRY_AGAIN,
+    close_code,
+)
 from .context import Context, context_of
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PANELS = 1000
+HIGH_WATER_BYTES = 1024 * 1024  # queued beyond this, senders wait for the client to read
 
 
 class StateSession:
@@ -40,11 +51,56 @@ class StateSession:
         self.context = context
         self.workspace = workspace
         self.feeds: dict[str, PanelFeed] = {}
-        self._send_lock = asyncio.Lock()
+        self.closing = False
+        self.slow_after = context.settings.slow_client_seconds
+        self._outbox: deque[str] = deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set while the queue is under its high water mark
+        self._drained.set()
+        self._writer = asyncio.create_task(self._write(), name="state socket writer")
 
     async def send(self, message: dict[str, Any]) -> None:
-        async with self._send_lock:
-            await self.websocket.send_text(orjson.dumps(message).decode())
+        """Queue a message. While a megabyte waits unsent, senders wait for the client to
+        read (a catch-up from the log slows down to the client's pace); a client that reads
+        nothing for `slow_client_seconds` is closed with 1013 (try again later)."""
+        if self.closing:
+            return
+        if not self._drained.is_set():
+            try:
+                await asyncio.wait_for(self._drained.wait(), self.slow_after)
+            except TimeoutError:
+                self._give_up()
+                return
+        text = orjson.dumps(message).decode()
+        self._outbox.append(text)
+        self._queued_bytes += len(text)
+        if self._queued_bytes >= HIGH_WATER_BYTES:
+            self._drained.clear()
+        self._ready.set()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(Exception):  # the peer went away: the reader sees it too
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._outbox and not self.closing:
+                    text = self._outbox.popleft()
+                    self._queued_bytes -= len(text)
+                    await self.websocket.send_text(text)
+                    if self._queued_bytes < HIGH_WATER_BYTES:
+                        self._drained.set()
+                if self.closing:  # after the frame in progress: never cut one in half
+                    await self.websocket.close(CLOSE_TRY_AGAIN, "send queue full: client too slow")
+                    return
+
+    def _give_up(self) -> None:
+        log.warning("closing a JSON subscriber of %s: it does not read", self.workspace)
+        self.closing = True
+        self._outbox.clear()
+        self._queued_bytes = 0
+        self._drained.set()
+        self._ready.set()
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
@@ -85,6 +141,11 @@ class StateSession:
             return
         key = PanelKey(self.workspace, panel)
         try:
+            key.check()
+        except ValueError as exc:
+            await self.error("bad_request", str(exc), panelId=panel)
+            return
+        try:
             feed = await self._start_feed(key, version)
         except StateError as exc:
             await self.error(exc.code, exc.message, panelId=panel)
@@ -100,6 +161,13 @@ class StateSession:
             exact, _ = await panels.read_at(key, at)  # exactly version `at`
             await self.send({"type": "state_sync", **current.to_json(), "state": exact.view})
         else:
+            current = await panels.read(key)
+            if version > current.version:
+                raise BadRequest(
+                    f"Version {version} is ahead of the panel's ({current.version}): "
+                    "subscribe with a version you have, or without one.",
+                    currentVersion=current.version,
+                )
             at = version
         feed = PanelFeed(self.context.log, key, at, self.send)
         if version is not None:
@@ -110,6 +178,8 @@ class StateSession:
         for feed in self.feeds.values():
             await feed.close()
         self.feeds.clear()
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
 
 
 async def state_socket(websocket: WebSocket) -> None:

@@ -1,0 +1,150 @@
+"""Small REST bodies with huge costs, against a real server: a copy bomb and a patch of 100,000
+operations are refused before anything is touched, the largest patch allowed runs in time
+linear in its operations, and `/health` keeps answering within 50 ms throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from .conftest import token
+from .server import ServerProcess
+
+HEALTH_BUDGET_S = 0.050
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("hostile-rest")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token('mallory', {'ws': 'write'})}"}
+    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=60) as client:
+        yield client
+
+
+async def health_during(server: ServerProcess, work: Awaitable[Any]) -> tuple[Any, float]:
+    """Run `work` while asking /health every few ms; its result and the slowest answer."""
+    slowest = 0.0
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        nonlocal slowest
+        async with httpx.AsyncClient(base_url=server.http, timeout=10) as client:
+            while not done.is_set():
+                started = time.perf_counter()
+                answer = await client.get("/health")
+                assert answer.status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+                await asyncio.sleep(0.005)
+
+    poller = asyncio.create_task(poll())
+    await asyncio.sleep(0.05)  # the poller is connected and answering before the work starts
+    try:
+        result = await work
+    finally:
+        done.set()
+        await poller
+    return result, slowest
+
+
+def patch(api: httpx.AsyncClient, path: str, body: bytes) -> Awaitable[httpx.Response]:
+    return api.patch(path, content=body, headers={"Content-Type": "application/json"})
+
+
+async def panel(api: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    answer = await api.put(f"/api/state/ws/{name}", json={"state": {"$state": {"v": {"s": "x"}}}})
+    assert answer.status_code in (200, 201), answer.text
+    return (await api.get(f"/api/state/ws/{name}")).json()
+
+
+async def test_a_copy_bomb_is_refused_and_changes_nothing(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    before = await panel(api, "bomb")
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/$state/v/s", "value": "x" * 1000}]
+    for n in range(40):  # each copy doubles the value: 2^40 KB if it were allowed
+        ops.append({"op": "copy", "from": "/$state/v", "path": f"/$state/v/c{n}"})
+    body = orjson.dumps({"patches": ops})
+    assert len(body) < 4000  # a small request
+    answer, slowest = await health_during(server, patch(api, "/api/state/ws/bomb", body))
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"] == "patch_too_large"
+    after = (await api.get("/api/state/ws/bomb")).json()
+    assert after["version"] == before["version"] and after["state"] == before["state"]
+    assert slowest < HEALTH_BUDGET_S, f"/health took {slowest * 1000:.0f} ms"
+
+
+async def test_a_patch_of_100000_operations_is_refused_at_once(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    before = await panel(api, "many")
+    ops = [{"op": "add", "path": f"/$state/k{n}", "value": n} for n in range(100_000)]
+    body = orjson.dumps({"patches": ops})  # encoded before: the poller's loop stays free
+    started = time.perf_counter()
+    answer, slowest = await health_during(server, patch(api, "/api/state/ws/many", body))
+    took = time.perf_counter() - started
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"] == "too_large"  # 5 MB: refused as it arrives, never parsed
+    after = (await api.get("/api/state/ws/many")).json()
+    assert after["version"] == before["version"] and after["state"] == before["state"]
+    assert took < 5, f"refusing took {took:.1f} s"
+    assert slowest < HEALTH_BUDGET_S, f"/health took {slowest * 1000:.0f} ms"
+
+
+async def test_one_operation_over_the_limit_is_refused_by_count(api: httpx.AsyncClient) -> None:
+    before = await panel(api, "count")
+    ops = [{"op": "add", "path": f"/$state/k{n}", "value": n} for n in range(1001)]
+    answer = await api.patch("/api/state/ws/count", json={"patches": ops})
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"] == "too_many_operations" and answer.json()["limit"] == 1000
+    assert (await api.get("/api/state/ws/count")).json()["version"] == before["version"]
+
+
+async def test_the_largest_patch_allowed_is_applied_while_health_keeps_answering(
+    server: ServerProcess, api: httpx.AsyncClient
+) -> None:
+    await panel(api, "largest")
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/$state/items", "value": []}]
+    ops += [{"op": "add", "path": "/$state/items/-", "value": {"n": n}} for n in range(499)]
+    ops += [{"op": "add", "path": f"/$state/k{n}", "value": {"n": n}} for n in range(500)]
+    body = orjson.dumps({"patches": ops})
+    answer, slowest = await health_during(server, patch(api, "/api/state/ws/largest", body))
+    assert answer.status_code == 200, answer.text
+    state = (await api.get("/api/state/ws/largest")).json()["state"]["$state"]
+    assert len(state["items"]) == 499 and state["k499"] == {"n": 499}
+    assert slowest < HEALTH_BUDGET_S, f"/health took {slowest * 1000:.0f} ms"
+
+
+def test_patch_cost_is_linear_in_its_operations(tmp_path: Path) -> None:
+    """Doubling the operations of a patch (within the limit) does not quadruple its cost."""
+    from crdt_state.document import PanelDoc, new_epoch
+    from crdt_state.jsonpatch import parse_patch, plan_patch
+
+    def cost(n: int) -> float:
+        panel = PanelDoc()
+        panel.initialize(new_epoch(), {"m": {f"x{i}": i for i in range(n)}, "a": list(range(n))})
+        view = panel.render()
+        raw = [{"op": "replace", "path": f"/$state/m/x{i}", "value": -i} for i in range(n)]
+        raw += [{"op": "replace", "path": f"/$state/a/{i}", "value": -i} for i in range(n)]
+        ops = parse_patch(raw)
+        started = time.perf_counter()
+        plan_patch(view, ops)
+        return time.perf_counter() - started
+
+    cost(2000)  # warm up
+    small = min(cost(5_000) for _ in range(3))
+    large = min(cost(20_000) for _ in range(3))
+    # Linear: 4x the operations, about 4x the time (a copy per operation would be 16x).
+    assert large < 8 * small, f"{small * 1000:.1f} ms -> {large * 1000:.1f} ms"

@@ -26,6 +26,7 @@ from crdt_state.log_rules import (
     number_batch,
     panel_not_found,
     stale_epoch,
+    stored_patch,
     stored_view,
 )
 from crdt_state.model import (
@@ -101,7 +102,7 @@ def _entry(row: tuple[Any, ...]) -> LogEntry:
         _TRIGGERS[triggered_by],
         source,
         subject,
-        None if patch is None else orjson.loads(patch),
+        stored_patch(patch),
         _moment(at),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -155,7 +156,14 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
     return Adapters(log_store, fanout, cache, repository, revocations=log_store)
 
 
+# pycrdt turns a change's values into Python by recursion (its events), one frame per level:
+# a log written before updates were checked may hold values ~1,000 levels deep, which
+# Python's default limit refuses; such a panel must still load, show and be repaired.
+RECURSION_LIMIT = 10_000
+
+
 def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     revoked = RevocationList()
     auth = authenticator(settings, revoked)
     sockets = LiveSockets(covering=revoked.covering)

@@ -10,12 +10,13 @@ JSON view: {"$state": {...}, "$computed": {...}}
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import orjson
-from pycrdt import Array, Doc, Map
+from pycrdt import Array, Doc, Map, Text
 
-from .values import check_json
+from .values import check_json, normalize_numbers
 
 STATE = "$state"
 COMPUTED = "$computed"
@@ -23,6 +24,8 @@ META = "$meta"
 ROOTS = (STATE, COMPUTED, META)
 VIEW_ROOTS = (STATE, COMPUTED)
 SCHEMA_VERSION = 1
+# What the view shows for a value of the doc too deep (or otherwise impossible) to render.
+UNRENDERABLE = "<unrenderable: nested too deep to show; remove or replace this entry>"
 
 
 def new_epoch() -> str:
@@ -63,10 +66,39 @@ class PanelDoc:
         value = self.roots[META].get("epoch")
         return value if isinstance(value, str) else None
 
-    def render_root(self, name: str) -> Any:
-        # str(Map) serializes on the Rust side: far faster than to_py() and keeps ints integral.
-        return orjson.loads(str(self.roots[name]))
+    def render_root(self, name: str, skip: Collection[str] = ()) -> Any:
+        """The root's JSON. Entries named in `skip` (their values nest too deep to render:
+        pycrdt's renderer recurses, and crashes the process past ~16,000 levels) and entries
+        that fail to render show as UNRENDERABLE: a panel whose log holds such a value still
+        answers with everything else, and the entry can be removed or replaced."""
+        root = self.roots[name]
+        if not skip:
+            try:
+                # str(Map) serializes on the Rust side: far faster than to_py(), and keeps
+                # integers integral.
+                return orjson.loads(str(root))
+            except (orjson.JSONDecodeError, RecursionError, ValueError):
+                pass  # something in it cannot be rendered: entry by entry, below
+        rendered: dict[str, Any] = {}
+        for key in list(root.keys()):
+            if key in skip:
+                rendered[key] = UNRENDERABLE
+                continue
+            try:
+                rendered[key] = orjson.loads(_json_of(root[key]))
+            except (orjson.JSONDecodeError, RecursionError, ValueError, TypeError):
+                rendered[key] = UNRENDERABLE
+        return rendered
 
-    def render(self) -> dict[str, Any]:
-        """The panel's JSON view."""
-        return {name: self.render_root(name) for name in VIEW_ROOTS}
+    def render(self, skip: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+        """The panel's JSON view; `skip`: (root, key) entries not to render (see render_root)."""
+        return {
+            name: self.render_root(name, {key for root, key in skip if root == name})
+            for name in VIEW_ROOTS
+        }
+
+
+def _json_of(value: Any) -> str | bytes:
+    if isinstance(value, Map | Array | Text):
+        return str(value)
+    return orjson.dumps(normalize_numbers(value))  # a plain value, numbers as str() shows them

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pycrdt import Doc
 
-from .document import PanelDoc
+from .document import UNRENDERABLE, PanelDoc
 from .model import ChangeType, LogEntry, PanelKey
 from .patch_events import PatchRecorder
 from .ports import UpdateLog
 from .replay import rebuild
+from .values import MAX_DEPTH, nests_deeper
 
 # Replaying a short gap of the log beats rebuilding from a checkpoint.
 GAP_REPLAY_LIMIT = 200
@@ -50,4 +51,9 @@ async def _doc_before(log: UpdateLog, key: PanelKey, entry: LogEntry) -> tuple[P
 def _patch_of(panel: PanelDoc, update: bytes) -> list[dict[str, object]]:
     with PatchRecorder(panel) as recorder:
         panel.doc.apply_update(update)
-        return recorder.take()
+        patch = recorder.take()
+    # A log written before updates were checked may hold values too deep to show.
+    for op in patch:
+        if "value" in op and nests_deeper(op["value"], MAX_DEPTH):
+            op["value"] = UNRENDERABLE
+    return patch

@@ -103,3 +103,16 @@ def count_leaves(value: Any) -> int:
 
 def _count_all(values: Iterable[Any]) -> int:
     return sum(count_leaves(item) for item in values)
+
+
+def stored_patch(text: str | bytes | None) -> list[dict[str, Any]] | None:
+    """A log row's patch; None (readers compute it in log order) when there is none, or when
+    it cannot be read back (an older server stored values nested past what JSON parsers
+    take)."""
+    if text is None:
+        return None
+    try:
+        patch = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return patch if isinstance(patch, list) else None

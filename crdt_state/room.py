@@ -42,6 +42,7 @@ from .peers import Peers
 from .protocol import AwarenessEntry, encode_awareness
 from .update_decoder import MalformedUpdate
 from .update_guard import UpdateGuard
+from .values import MAX_DEPTH
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -315,7 +316,9 @@ class Room(Actor):
         """The JSON view, kept current from each change's JSON Patch: never re-rendered per
         read."""
         if self._view is None:
-            self._view = self._panel.render()
+            # Entries the log holds too deep to render (from before updates were checked)
+            # show as a placeholder: rendering them could crash the process.
+            self._view = self._panel.render(self._guard.too_deep(MAX_DEPTH))
         return self._view
 
     def state(self) -> PanelState:

@@ -107,3 +107,17 @@ def normalize_numbers(value: Any) -> Any:
         changed = any(new is not old for new, old in zip(listed, value, strict=True))
         return listed if changed else value
     return value
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` holds containers more than `limit` levels deep (without recursion:
+    it is asked of values that may be far deeper than Python's stack allows)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

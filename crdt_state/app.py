@@ -204,6 +204,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             snapshots=server.snapshots,
             sockets=sockets,
             revocations=revocations,
+            limits=server.limits,
         )
         try:
             yield

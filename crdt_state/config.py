@@ -112,6 +112,26 @@ ENVIRONMENT = {
         "slow_client_seconds",
         "a JSON subscriber that reads nothing for this long is closed with 1013 [10]",
     ),
+    "CRDT_STATE_RATE_REST": (
+        "rate_rest",
+        "REST requests a second per token subject, bursts of 5x; 0: no limit [1000]",
+    ),
+    "CRDT_STATE_RATE_YJS_UPDATES": (
+        "rate_yjs_updates",
+        "Yjs updates a second per connection (5x per subject), bursts of 10x [500]",
+    ),
+    "CRDT_STATE_RATE_YJS_BYTES": (
+        "rate_yjs_bytes",
+        "Yjs update bytes a second per connection, bursts of 16x [4194304]",
+    ),
+    "CRDT_STATE_RATE_AWARENESS": (
+        "rate_awareness",
+        "awareness messages a second per connection, bursts of 5x [60]",
+    ),
+    "CRDT_STATE_RATE_PANEL_CREATIONS": (
+        "rate_panel_creations",
+        "panels a token subject may create a minute, bursts of 2x [600]",
+    ),
     "CRDT_STATE_SEND_QUEUE_MESSAGES": (
         "send_queue_messages",
         "frames queued for one client before it is dropped as too slow [4096]",
@@ -170,6 +190,11 @@ class Settings:
     send_queue_bytes: int = 64 * 1024 * 1024
     room_idle_seconds: float = 30.0
     slow_client_seconds: float = 10.0
+    rate_rest: float = 1000.0
+    rate_yjs_updates: float = 500.0
+    rate_yjs_bytes: float = 4 * 1024 * 1024
+    rate_awareness: float = 60.0
+    rate_panel_creations: float = 600.0
     dev: bool = False
 
     @classmethod

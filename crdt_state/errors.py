@@ -75,6 +75,13 @@ class DocumentTooLarge(TooLarge):
     code = "document_too_large"
 
 
+class RateLimited(StateError):
+    """Over a rate limit; `retryAfter` says when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class Unavailable(StateError):
     """A dependency (database, Redis) is down; the caller may retry later."""
 

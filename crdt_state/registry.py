@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from .document import PanelDoc, new_epoch
 from .errors import PanelNotFound
@@ -33,6 +34,7 @@ class RoomRegistry:
         *,
         settings: RoomSettings | None = None,
         idle_seconds: float = 30.0,
+        admit_creation: Callable[[str | None], None] | None = None,
     ) -> None:
         self.log = log_store
         self.pipeline = pipeline
@@ -40,6 +42,7 @@ class RoomRegistry:
         self.materializer: Materializer = pipeline.materializer
         self.settings = settings or RoomSettings()
         self.idle_seconds = idle_seconds
+        self.admit_creation = admit_creation  # raises (e.g. RateLimited) to refuse one
         self.rooms: dict[PanelKey, Room] = {}
         self._loading: dict[PanelKey, asyncio.Future[Room]] = {}
         self._evicting: dict[PanelKey, asyncio.Task[None]] = {}
@@ -123,6 +126,8 @@ class RoomRegistry:
     async def _create(
         self, key: PanelKey, subject: str | None
     ) -> tuple[PanelDoc, PanelInfo, int] | None:
+        if self.admit_creation is not None:
+            self.admit_creation(subject)
         panel = PanelDoc()
         updates: list[bytes] = []
         subscription = panel.doc.observe(lambda event: updates.append(event.update))

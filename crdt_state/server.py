@@ -13,6 +13,7 @@ from .materializer import Materializer
 from .panels import PanelService
 from .pipeline import Pipeline
 from .ports import Fanout, SnapshotRepository, StateCache, Store
+from .rate_limits import RateLimits, rate_settings
 from .registry import RoomRegistry
 from .replication import Replication
 from .room import RoomSettings
@@ -39,9 +40,19 @@ class Server:
             store, store, self.committer, cache, checkpoint_every=settings.checkpoint_every
         )
         self.pipeline = Pipeline(self.committer, self.replication, self.materializer)
+        self.limits = RateLimits(
+            rate_settings(
+                settings.rate_rest,
+                settings.rate_yjs_updates,
+                settings.rate_yjs_bytes,
+                settings.rate_awareness,
+                settings.rate_panel_creations,
+            )
+        )
         self.registry = RoomRegistry(
             store,
             self.pipeline,
+            admit_creation=self.limits.creation,
             settings=RoomSettings(
                 checkpoint_every=settings.checkpoint_every,
                 max_awareness_bytes=settings.max_awareness_bytes,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .errors import (
     Forbidden,
     PanelNotFound,
+    RateLimited,
     StaleEpoch,
     StateError,
     TooLarge,
@@ -33,6 +34,7 @@ _CLOSE_CODES: list[tuple[type[StateError], int]] = [
     (PanelNotFound, CLOSE_NOT_FOUND),
     (StaleEpoch, CLOSE_STALE_EPOCH),
     (TooLarge, CLOSE_TOO_LARGE),
+    (RateLimited, CLOSE_RATE_LIMITED),
     (Unavailable, CLOSE_TRY_AGAIN),
 ]
 

@@ -54,6 +54,7 @@ async def start_server(
         commit_window_ms=1,
         room_idle_seconds=0,
         snapshot_interval_seconds=0,
+        rate_panel_creations=0,  # one subject creates thousands of panels here
     )
     server = Server(store, fanout, GitSnapshotRepository(tmp_path / "git"), settings)
     server.start(probe_seconds=0)

@@ -14,6 +14,7 @@ from ..config import Settings
 from ..idempotency import IdempotencyCache
 from ..panels import PanelService
 from ..ports import Fanout, Probe, UpdateLog
+from ..rate_limits import RateLimits
 from ..registry import RoomRegistry
 from ..revocations import RevocationService
 from ..snapshots import SnapshotService
@@ -34,6 +35,7 @@ class Context:
     snapshots: SnapshotService | None = None
     sockets: LiveSockets = field(default_factory=LiveSockets)  # every live socket, for 4401
     revocations: RevocationService | None = None
+    limits: RateLimits = field(default_factory=RateLimits)
 
 
 def context_of(connection: HTTPConnection) -> Context:

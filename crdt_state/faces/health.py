@@ -103,4 +103,11 @@ async def metrics(request: Request) -> Response:
         f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name} {value}\n"
         for name, kind, help_text, value in lines
     )
+    limited = context.limits.limited
+    text += (
+        "# HELP crdt_state_rate_limited_total requests, updates and messages over a rate limit\n"
+        "# TYPE crdt_state_rate_limited_total counter\n"
+    )
+    for kind in ("rest", "creations", "yjs_updates", "awareness"):
+        text += f'crdt_state_rate_limited_total{{kind="{kind}"}} {limited[kind]}\n'
     return Response(text, media_type="text/plain; version=0.0.4")

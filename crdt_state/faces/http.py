@@ -41,9 +41,11 @@ async def state_error(request: Request, exc: Exception) -> Response:
 
 
 def authorize(request: Request, workspace: str, needed: Role) -> Principal:
-    auth = context_of(request).auth
-    principal = auth.authenticate(bearer_token(request.headers.get("authorization")))
-    auth.authorize(principal, workspace, needed)
+    """The caller, allowed `needed` in `workspace` and within its request rate."""
+    context = context_of(request)
+    principal = context.auth.authenticate(bearer_token(request.headers.get("authorization")))
+    context.auth.authorize(principal, workspace, needed)
+    context.limits.rest(principal.subject)
     return principal
 
 

@@ -8,6 +8,7 @@ measured in docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,12 +19,14 @@ from ..auth import Role, origin_allowed, websocket_token
 from ..connection import Connection
 from ..errors import StateError
 from ..model import PanelKey
-from ..protocol import ProtocolError, decode
+from ..protocol import MessageType, ProtocolError, SyncType, decode
+from ..rate_limits import MAX_WAIT_SECONDS, SocketLimits
 from ..room import Room
 from ..sessions import YjsSession
 from ..status import (
     CLOSE_BAD_MESSAGE,
     CLOSE_FORBIDDEN,
+    CLOSE_RATE_LIMITED,
     CLOSE_STALE_EPOCH,
     CLOSE_TOO_LARGE,
     close_code,
@@ -136,9 +139,10 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
     # Closed with 4401 when the token expires or is revoked (on any replica).
     live = context.sockets.register(principal, conn.close)
     session = YjsSession(room, conn)
+    limits = SocketLimits(context.limits, principal.subject)
     try:
         await room.call(session.join)
-        await _read_frames(session, room, settings.max_message_bytes)
+        await _read_frames(session, room, settings.max_message_bytes, limits)
     finally:
         context.sockets.unregister(live)
         if not room.closed:
@@ -146,7 +150,9 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
         await conn.finish(5 if conn.closing else 0)
 
 
-async def _read_frames(session: YjsSession, room: Room, max_bytes: int) -> None:
+async def _read_frames(
+    session: YjsSession, room: Room, max_bytes: int, limits: SocketLimits
+) -> None:
     conn = session.conn
     while not conn.closing:
         message = await conn.receive()
@@ -164,4 +170,15 @@ async def _read_frames(session: YjsSession, room: Room, max_bytes: int) -> None:
         except ProtocolError as exc:
             conn.close(CLOSE_BAD_MESSAGE, str(exc))
             return
+        if decoded.type == MessageType.AWARENESS:
+            wait = limits.awareness_wait()
+        elif decoded.type == MessageType.SYNC and decoded.sync_type != SyncType.STEP1:
+            wait = limits.update_wait(len(decoded.payload))
+        else:
+            wait = 0.0
+        if wait > MAX_WAIT_SECONDS:
+            conn.close(CLOSE_RATE_LIMITED, "too many updates: slow down")
+            return
+        if wait > 0:
+            await asyncio.sleep(wait)  # reading nothing meanwhile: TCP slows the client down
         await room.submit(session.receive, decoded)

@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .model import Change, FanoutKind, FanoutMessage, Notice, PanelKey
+from .model import Change, FanoutKind, FanoutMessage, LogEntry, Notice, PanelKey
 from .ports import Fanout, Outgoing, Subscription, UpdateLog
 from .protocol import ProtocolError, decode_awareness, encode_awareness
 from .room import Room
@@ -32,6 +32,7 @@ SEEN_REMOTE_LIMIT = 10_000
 NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change seen live
 CHANGE_ID_BYTES = 32
 CATCH_UP_LIMIT = 100_000
+CATCH_UP_CHUNK = 200  # log entries applied per step in the room: other work gets its turns
 
 
 def pack_update(change_id: str, update: bytes) -> bytes:
@@ -49,6 +50,7 @@ class _Remote:
 
     room: Room
     caught_up: int  # every log entry up to here is applied to the doc
+    applied: set[int] = field(default_factory=set)  # versions past caught_up applied already
     subscription: Subscription | None = None
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)  # live change ids
     # Changes of other replicas applied live whose notice (their version) has not come yet:
@@ -145,8 +147,23 @@ class Replication:
         self._queue_live(key, FanoutKind.AWARENESS, update)
 
     def publish_notice(self, notice: Notice) -> None:
+        """A change of this replica's got its version (it is in the doc already)."""
+        remote = self._attached.get(notice.key)
+        if remote is not None and notice.epoch == remote.room.epoch:
+            _applied(remote, notice.version)
         # Always: JSON subscribers listen for notices even with a single replica.
         self._enqueue(notice)
+
+    async def current(self, room: Room) -> None:
+        """Apply every log entry this room has not applied yet, before a client joins: a join
+        on any replica must get every update any replica committed before it began, not the
+        state of a room that lags behind a burst of another replica's updates."""
+        remote = self._attached.get(room.key)
+        if remote is None or room.closed:
+            return
+        entries = await self.log.read(room.key, after=remote.caught_up, limit=CATCH_UP_LIMIT)
+        for start in range(0, len(entries), CATCH_UP_CHUNK):
+            await room.call(self._apply_entries, remote, entries[start : start + CATCH_UP_CHUNK])
 
     def _queue_live(self, key: PanelKey, kind: FanoutKind, payload: bytes) -> None:
         if self.fanout.may_reach_others(key):  # one process: nobody else listens
@@ -243,7 +260,9 @@ class Replication:
         if notice.epoch != room.epoch:
             return
         room.advance_to(notice.version)
-        if notice.change_id not in remote.seen:  # its live frame was lost
+        if notice.change_id in remote.seen:
+            _applied(remote, notice.version)
+        else:  # its live frame was lost
             self.request_catch_up(room.key, notice.version - 1, notice.version)
 
     async def _on_replica_lost(self, replica_id: str) -> None:
@@ -281,20 +300,23 @@ class Replication:
             room = remote.room
             try:
                 entries = await self.log.read(key, after=after, until=until, limit=CATCH_UP_LIMIT)
-                for entry in entries:
-                    if entry.epoch == room.epoch and entry.update:
-                        await room.submit(room.apply_logged, entry.update)
-                if entries:
-                    await room.submit(self._caught_up, remote, entries[-1].version)
+                for start in range(0, len(entries), CATCH_UP_CHUNK):
+                    chunk = entries[start : start + CATCH_UP_CHUNK]
+                    await room.submit(self._apply_entries, remote, chunk)
             except Exception as exc:
                 log.warning("catching up %s from the log failed: %r; retrying", key, exc)
                 await asyncio.sleep(0.5)
                 self._catch_up.put_nowait((key, after, until))
 
     @staticmethod
-    def _caught_up(remote: _Remote, version: int) -> None:
-        remote.caught_up = max(remote.caught_up, version)
-        remote.room.advance_to(version)
+    def _apply_entries(remote: _Remote, entries: list[LogEntry]) -> None:
+        """In the room: log entries, in order (those applied already change nothing)."""
+        room = remote.room
+        for entry in entries:
+            if entry.epoch == room.epoch and entry.update:
+                room.apply_logged(entry.update)
+            _applied(remote, entry.version)
+            room.advance_to(entry.version)
 
     # -- notice subscriptions, one per workspace -------------------------------------------
 
@@ -312,6 +334,18 @@ class Replication:
             if watch.rooms <= 0:
                 del self._watches[workspace_id]
                 await watch.subscription.close()
+
+
+def _applied(remote: _Remote, version: int) -> None:
+    """`version` is in the room's doc: move the watermark past every version that is."""
+    if version <= remote.caught_up:
+        return
+    remote.applied.add(version)
+    while remote.caught_up + 1 in remote.applied:
+        remote.caught_up += 1
+        remote.applied.discard(remote.caught_up)
+    if len(remote.applied) > SEEN_REMOTE_LIMIT:  # a gap that never fills: the log will
+        remote.applied.clear()
 
 
 def _check_numbered(remote: _Remote) -> None:

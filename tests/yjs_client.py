@@ -249,7 +249,9 @@ class YjsClients:
             fields["awareness"] = awareness
         fields.update(waitSynced=wait_synced, connect=connect, **self._wait_fields(within))
         reply = await self.request("connect", limit=self._wait_limit(within), **fields)
-        return YjsClient(self, name, int(reply["clientId"]))
+        client = YjsClient(self, name, int(reply["clientId"]))
+        client.keys_at_sync = reply.get("keysAtSync")
+        return client
 
     def client(self, name: str) -> YjsClient:
         """A handle for an existing client (``client_id`` unknown: 0)."""
@@ -257,6 +259,10 @@ class YjsClients:
 
     async def set(self, name: str, path: YPath, value: Json) -> None:
         await self.request("set", name=name, path=list(path), value=value)
+
+    async def burst(self, name: str, count: int, prefix: str = "k", within: float = 120) -> None:
+        """`count` updates from client `name`, one transaction each, as fast as it can send."""
+        await self.request("burst", limit=within, name=name, count=count, prefix=prefix)
 
     async def delete(self, name: str, path: YPath) -> bool:
         reply = await self.request("delete", name=name, path=list(path))
@@ -443,6 +449,8 @@ class YjsClient:
         self.node = node
         self.name = name
         self.client_id = client_id
+        # Keys of `$state` when the provider first reported synced (connect(wait_synced)).
+        self.keys_at_sync: int | None = None
 
     def __repr__(self) -> str:
         return f"YjsClient({self.name!r}, client_id={self.client_id})"

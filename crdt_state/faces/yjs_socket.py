@@ -9,6 +9,7 @@ measured in docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -38,6 +39,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 PREFIX = "/ws/yjs/"
+JOIN_CATCH_UP_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 def yjs_path(path: str) -> tuple[str, str] | None:
@@ -141,6 +144,12 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
     session = YjsSession(room, conn)
     limits = SocketLimits(context.limits, principal.subject)
     try:
+        # A join gets every update committed before it began, on whichever replica.
+        try:
+            async with asyncio.timeout(JOIN_CATCH_UP_SECONDS):
+                await context.registry.replication.current(room)
+        except Exception as exc:  # the log is slow or down: serve what the room has
+            log.warning("room %s: join not caught up from the log (%r)", key, exc)
         await room.call(session.join)
         await _read_frames(session, room, settings.max_message_bytes, limits)
     finally:

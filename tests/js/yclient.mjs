@@ -332,7 +332,11 @@ const commands = {
       notify(client)
     })
     provider.awareness.on('change', () => notify(client))
-    provider.on('sync', () => notify(client))
+    provider.on('sync', (synced) => {
+      // What the doc holds at the moment the provider reports synced (the first time).
+      if (synced && client.keysAtSync === undefined) client.keysAtSync = doc.getMap('$state').size
+      notify(client)
+    })
     provider.on('status', () => notify(client))
     provider.on('connection-error', (event) => {
       client.errors.push(event?.message ?? event?.error?.message ?? String(event))
@@ -359,7 +363,24 @@ const commands = {
       provider.connect()
       if (msg.waitSynced !== false) await waitSynced(client, msg.timeoutMs, `client ${describe(name)} to sync`)
     }
-    return { clientId: doc.clientID, url: provider.url, synced: provider.synced }
+    return {
+      clientId: doc.clientID,
+      url: provider.url,
+      synced: provider.synced,
+      keysAtSync: client.keysAtSync ?? null
+    }
+  },
+
+  burst: async ({ name, count, prefix }) => {
+    // `count` updates, one transaction each (as many sync update messages), as fast as the
+    // socket takes them: a turn of the event loop every 200 so the provider sends them.
+    const { doc } = getClient(name)
+    const state = doc.getMap('$state')
+    for (let i = 0; i < count; i++) {
+      doc.transact(() => state.set(`${prefix}${i}`, i), LOCAL_ORIGIN)
+      if (i % 200 === 199) await new Promise((resolve) => setImmediate(resolve))
+    }
+    return {}
   },
 
   set: async ({ name, path, value }) => {

@@ -24,6 +24,7 @@ from pycrdt import merge_updates
 from .actor import Actor
 from .document import PanelDoc
 from .errors import DocumentTooLarge, StateError
+from .guard_memory import Plan
 from .jsonpatch import apply_to_json, derived_patch
 from .log_position import LogPosition
 from .model import (
@@ -162,8 +163,9 @@ class Room(Actor):
         when the doc refused it (whatever part it did take in is recorded all the same)."""
         if update == EMPTY_UPDATE:
             return None
+        checked = None
         if origin is not None:
-            self._guard.check(update, may_write_computed=may_write_computed)
+            checked = self._guard.check(update, may_write_computed=may_write_computed)
         self.check_size(len(update))
         error: InvalidUpdate | None = None
         try:
@@ -175,7 +177,8 @@ class Room(Actor):
             if not is_crdt_panic(exc):
                 raise
             error = InvalidUpdate("invalid Yjs update: the CRDT library refused it")
-        change = self._record(origin, who, change_type)
+        # What the check found is what the doc integrated, unless the doc refused part of it.
+        change = self._record(origin, who, change_type, checked=None if error else checked)
         if error is not None:
             raise error
         return change
@@ -246,14 +249,20 @@ class Room(Actor):
         who: Attribution,
         change_type: ChangeType,
         view: JSONObject | None = None,
+        checked: Plan | None = None,
     ) -> Change | None:
-        """After a transaction: the change it made, if any, handed to the sink."""
+        """After a transaction: the change it made, if any, handed to the sink. `checked`:
+        the guard's analysis of the update applied, to record instead of decoding it again."""
         if not self._captured:
             self._recorder.take()  # keep the recorder in step even for no-op transactions
             return None
         # One transaction gives one event; merging a handful is cheap should there be more.
         captured, self._captured = self._captured, []
-        self._learn(captured)
+        if checked is not None:
+            self._guard.commit(checked)
+            self.size += sum(len(update) for update in captured)
+        else:
+            self._learn(captured)
         delta = captured[0] if len(captured) == 1 else merge_updates(*captured)
         patch = self._recorder.take()
         self._changes += 1

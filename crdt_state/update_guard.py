@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from .guard_memory import COMPUTED, META, ROOTS, STATE, Container, Memory
+from .guard_memory import COMPUTED, META, ROOTS, STATE, Container, Memory, Plan
 from .update_analysis import Analysis
 from .update_decoder import AnyTooDeep, MalformedUpdate, decode_update
 from .update_rules import CLOSE_INVALID_UPDATE, CLOSE_UPDATE_TOO_LARGE, Check, UpdateRefused
@@ -58,8 +58,10 @@ class UpdateGuard:
         self.max_depth = max_depth
         self._memory = Memory(server_clients)
 
-    def check(self, update: bytes, *, may_write_computed: bool) -> None:
-        """Raise :class:`UpdateRefused` unless a client may apply ``update``; change nothing."""
+    def check(self, update: bytes, *, may_write_computed: bool) -> Plan:
+        """Raise :class:`UpdateRefused` unless a client may apply ``update``; change nothing.
+        Returns what learning it would record: once the doc applied it, ``commit`` that
+        instead of learning the update again (the same analysis, decoded once)."""
         try:
             decoded = decode_update(update, max_any_depth=self.max_depth, max_clock=MAX_CLOCK)
         except AnyTooDeep as exc:
@@ -70,7 +72,11 @@ class UpdateGuard:
             ) from exc
         except MalformedUpdate as exc:
             raise UpdateRefused(f"malformed update: {exc}", code="malformed") from exc
-        Check(self._memory, decoded, self.max_depth, may_write_computed).run()
+        return Check(self._memory, decoded, self.max_depth, may_write_computed).run()
+
+    def commit(self, plan: Plan) -> None:
+        """Record a checked update (``check``'s result) that the doc has applied."""
+        self._memory.commit(plan)
 
     def learn(self, update: bytes) -> None:
         """Record an update the doc has applied (trusted). Raises MalformedUpdate, changing

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .before_after import before_after_section
 from .machine import BENCH_DIR, ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -1080,6 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += rest_section(ours)
         lines += profile_section(ours)
         lines += deflate_section(ours)
+    lines += before_after_section()
     text = "\n".join(lines).rstrip() + "\n"
     args.output.write_text(text)
     print(f"wrote {args.output}", file=sys.stderr)

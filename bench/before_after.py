@@ -32,6 +32,7 @@ FIGURES = [
     ("rest", "history_page.server_cpu_ms_per_request", "history page CPU / request (ms)"),
 ]
 NOTES = AB_DIR / "NOTES.md"  # what each label is, in words (kept beside the results)
+ORDER = AB_DIR / "order.json"  # the labels' order in the table (oldest first)
 
 
 def load_runs() -> dict[str, list[dict[str, Any]]]:
@@ -60,7 +61,9 @@ def before_after_section() -> list[str]:
     runs = load_runs()
     if not runs:
         return []
-    labels = list(runs)
+    order = json.loads(ORDER.read_text()) if ORDER.exists() else []
+    labels = [label for label in order if label in runs]
+    labels += [label for label in runs if label not in labels]
     commits = {
         label: runs[label][0]["servers"]["crdt-state"]["versions"]["commit"][:7] for label in labels
     }

@@ -37,7 +37,7 @@ ORDER = AB_DIR / "order.json"  # the labels' order in the table (oldest first)
 
 def load_runs() -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(AB_DIR.glob("*.json")):
+    for path in sorted(AB_DIR.glob("*-[0-9]*.json")):
         result = json.loads(path.read_text())
         label = re.sub(r"-\d+$", "", result["name"])
         runs.setdefault(label, []).append(result)

@@ -8,6 +8,7 @@ client's presence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -34,11 +35,11 @@ from .update_guard import UpdateRefused
 log = logging.getLogger(__name__)
 
 
-QUERY_AWARENESS_INTERVAL = 1.0  # seconds: more frequent queries are ignored
+QUERY_AWARENESS_INTERVAL = 1.0  # seconds: queries in between share one later answer
 
 
 class YjsSession:
-    __slots__ = ("conn", "last_query", "may_write_computed", "room", "who")
+    __slots__ = ("conn", "last_query", "may_write_computed", "query_due", "room", "who")
 
     def __init__(self, room: Room, conn: Connection) -> None:
         self.room = room
@@ -48,6 +49,7 @@ class YjsSession:
         role = conn.principal.role_for(room.key.workspace_id)
         self.may_write_computed = role is not None and role >= Role.ADMIN
         self.last_query = -QUERY_AWARENESS_INTERVAL
+        self.query_due = False  # an answer is scheduled for the end of the interval
 
     def join(self) -> None:
         """Run in the room: say what the server has, and who is here."""
@@ -103,8 +105,19 @@ class YjsSession:
             room.relay_presence(changed, conn)
         elif message.type == MessageType.QUERY_AWARENESS:
             # Each answer is the room's whole presence: a client asking in a loop would make
-            # the server queue it again and again. Once a second is plenty.
-            now = time.monotonic()
-            if now - self.last_query >= QUERY_AWARENESS_INTERVAL:
-                self.last_query = now
-                conn.send(awareness_message(encode_awareness(room.peers.presence.current())))
+            # the server queue it again and again. At most one answer a second: queries in
+            # between share one answer at the end of the second.
+            wait = self.last_query + QUERY_AWARENESS_INTERVAL - time.monotonic()
+            if wait <= 0:
+                self.answer_query()
+            elif not self.query_due:
+                self.query_due = True
+                asyncio.get_running_loop().call_later(wait, room.post, self.answer_query)
+
+    def answer_query(self) -> None:
+        """In the room: the room's presence, to this client."""
+        self.query_due = False
+        self.last_query = time.monotonic()
+        if not self.conn.closing and self.conn in self.room.peers.connections:
+            presence = self.room.peers.presence.current()
+            self.conn.send(awareness_message(encode_awareness(presence)))

@@ -155,7 +155,8 @@ async def patch_state(request: Request) -> Response:
     panels = context.panels
     key = panel_key(request)
     principal = authorize(request, key.workspace_id, Role.WRITE)
-    raw = await read_json(request, context.settings.max_patch_body_bytes)
+    settings = context.settings
+    raw = await read_json(request, min(settings.max_patch_body_bytes, settings.max_body_bytes))
     patch, body, version, strict = patch_request(request, raw)
     ops = parse_patch(patch, context.settings.max_patch_operations)
     who = attribution(body, principal)

@@ -8,7 +8,7 @@ JS_STAMP := $(JS)/node_modules/.installed
 BENCH_JS := bench/js
 BENCH_JS_STAMP := $(BENCH_JS)/node_modules/.installed
 
-.PHONY: run test lint typecheck install bench bench-compare clean
+.PHONY: run test lint typecheck install bench bench-compare clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,17 @@ test: install
 	$(BIN)/ruff check crdt_state adapters tests bench migrations
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The fuzzer's long run (docs/SECURITY.md, "Fuzzing"): FUZZ_EXAMPLES random cases per property
+# against a real server (`make test` runs the same file with a short, fixed set); counts and
+# time per property in $(FUZZ_STATS). Failing cases are kept in /tmp/crdt-state-fuzz-examples
+# and replayed first by the next run.
+FUZZ_EXAMPLES ?= 3000
+FUZZ_STATS ?= /tmp/crdt-state-fuzz-stats.json
+fuzz: $(STAMP)
+	CRDT_STATE_FUZZ_PROFILE=long CRDT_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	CRDT_STATE_FUZZ_STATS=$(FUZZ_STATS) $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py; \
+	status=$$?; cat $(FUZZ_STATS); exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check crdt_state adapters tests bench migrations

@@ -100,6 +100,11 @@ ENVIRONMENT = {
         "max_patch_write_bytes",
         "JSON bytes one patch may write, copies and moves counted each time [8388608]",
     ),
+    "CRDT_STATE_MAX_WRITE_VALUES": (
+        "max_write_values",
+        "values one PATCH or PUT may write, an object or array counting 5 (~0.3-0.5 s of work "
+        "at the limit) [100000]",
+    ),
     "CRDT_STATE_MAX_DOC_BYTES": (
         "max_doc_bytes",
         "largest encoded Yjs document a panel may grow to (Yjs and REST alike) [16777216]",
@@ -186,6 +191,7 @@ class Settings:
     max_patch_body_bytes: int = 1024 * 1024
     max_patch_operations: int = 1000
     max_patch_write_bytes: int = 8 * 1024 * 1024
+    max_write_values: int = 100_000
     send_queue_messages: int = 4096
     send_queue_bytes: int = 64 * 1024 * 1024
     room_idle_seconds: float = 30.0

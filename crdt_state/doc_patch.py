@@ -8,11 +8,12 @@ concurrent edit of a sibling field survives. `replace_document` does the same fo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from pycrdt import Array, Map
 
-from .document import VIEW_ROOTS, PanelDoc, to_y
+from .document import VIEW_ROOTS, Fills, PanelDoc, fill, to_y
 from .errors import InvalidPatch, InvalidValue
 from .jsonpatch import (
     MISSING,
@@ -33,11 +34,29 @@ def write_plan(panel: PanelDoc, plan: PatchPlan) -> None:
     check_panel_paths) on the doc, step by step: an error here would leave the transaction
     half done, so nothing is checked here that the plan did not check already.
 
-    Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it).
+    Runs in the caller's transaction (pycrdt's doc.transaction() without an origin joins it),
+    or, on a bulk scratch copy, one transaction per change.
     """
-    with panel.doc.transaction():
+    with _transaction(panel):
         for step in plan.steps:
             _write_step(panel, step)
+
+
+def _transaction(panel: PanelDoc) -> AbstractContextManager[Any]:
+    return nullcontext() if panel.bulk else panel.doc.transaction()
+
+
+def _put(panel: PanelDoc, node: Map[Any] | Array[Any], key: Any, value: Any, insert: bool) -> None:
+    """node[key] = value (insert: at index key of an array), as Y types."""
+    fills: Fills | None = [] if panel.bulk else None
+    y = to_y(value, fills)
+    if insert:
+        assert isinstance(node, Array)
+        node.insert(key, y)
+    else:
+        node[key] = y
+    if fills:
+        fill(fills)
 
 
 def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
@@ -50,7 +69,7 @@ def _write_step(panel: PanelDoc, step: Step) -> None:
     if len(tokens) == 1:  # a root: its object merges key by key
         if step.kind == "remove":
             raise InvalidPatch("A root of the panel cannot be removed.")
-        merge_map(panel.roots[tokens[0]], step.old, step.value)
+        merge_map(panel, panel.roots[tokens[0]], step.old, step.value)
         return
     node, depth = _locate(panel, tokens)
     key = _key(node, tokens[depth])
@@ -59,13 +78,13 @@ def _write_step(panel: PanelDoc, step: Step) -> None:
         # is rewritten from its container with the step applied to it.
         blob = render_value(node[key])
         inner = Operation(-1, step.kind, tokens[depth + 1 :], "", value=step.value)
-        assign(node, key, blob, apply_to_json(blob, [inner]))
+        assign(panel, node, key, blob, apply_to_json(blob, [inner]))
     elif step.kind == "remove":
         del node[key]
     elif step.kind == "add" and isinstance(node, Array):
-        node.insert(key, to_y(step.value))
+        _put(panel, node, key, step.value, insert=True)
     else:
-        assign(node, key, step.old, step.value)
+        assign(panel, node, key, step.old, step.value)
 
 
 def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map[Any] | Array[Any], int]:
@@ -90,33 +109,33 @@ def _key(node: Map[Any] | Array[Any], token: str) -> Any:
     return len(node) if token == "-" else int(token)
 
 
-def assign(node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:
+def assign(panel: PanelDoc, node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:
     """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
     little as possible: equal values stay, objects and arrays are merged into in place."""
     if old is not MISSING and json_equal(old, new):
         return
     child = node[key] if old is not MISSING else None
     if isinstance(child, Map) and isinstance(old, dict) and isinstance(new, dict):
-        merge_map(child, old, new)
+        merge_map(panel, child, old, new)
     elif isinstance(child, Array) and isinstance(old, list) and isinstance(new, list):
-        merge_array(child, old, new)
+        merge_array(panel, child, old, new)
     elif isinstance(node, Map):
-        node[key] = to_y(new)
+        _put(panel, node, key, new, insert=False)
     else:
         del node[key]
-        node.insert(key, to_y(new))
+        _put(panel, node, key, new, insert=True)
 
 
-def merge_map(ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+def merge_map(panel: PanelDoc, ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
     """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
     for key in old:
         if key not in new:
             del ymap[key]
     for key, value in new.items():
-        assign(ymap, key, old.get(key, MISSING), value)
+        assign(panel, ymap, key, old.get(key, MISSING), value)
 
 
-def merge_array(yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
+def merge_array(panel: PanelDoc, yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
     """Keep the equal prefix and suffix; merge a middle of the same length element by
     element, else replace the middle (an unambiguous pairing is not known then)."""
     shortest = min(len(old), len(new))
@@ -129,12 +148,12 @@ def merge_array(yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
     old_middle, new_middle = old[start : len(old) - end], new[start : len(new) - end]
     if len(old_middle) == len(new_middle):
         for offset, (was, now) in enumerate(zip(old_middle, new_middle, strict=True)):
-            assign(yarray, start + offset, was, now)
+            assign(panel, yarray, start + offset, was, now)
         return
     if old_middle:
         del yarray[start : start + len(old_middle)]
     for offset, value in enumerate(new_middle):
-        yarray.insert(start + offset, to_y(value))
+        _put(panel, yarray, start + offset, value, insert=True)
 
 
 def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = MISSING) -> None:
@@ -152,5 +171,5 @@ def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = M
         )
     check_json(new_value, f"/{escape_token(root)}", 1)
     old = panel.render_root(root) if before is MISSING else before
-    with panel.doc.transaction():
-        merge_map(panel.roots[root], old, new_value)
+    with _transaction(panel):
+        merge_map(panel, panel.roots[root], old, new_value)

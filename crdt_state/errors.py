@@ -69,6 +69,12 @@ class PatchTooLarge(TooLarge):
     code = "patch_too_large"
 
 
+class TooManyValues(TooLarge):
+    """A PUT whose state holds more values than one write may create."""
+
+    code = "too_many_values"
+
+
 class DocumentTooLarge(TooLarge):
     """A change would grow a panel's document past its size limit."""
 

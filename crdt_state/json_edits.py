@@ -23,9 +23,13 @@ from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound
 from .jsonpatch import Operation, PatchPlan, fail, format_pointer, json_type, plan_patch
 from .model import JSONObject, JSONPatch, LoadedPanel
 from .replay import rebuild
-from .values import check_json, escape_token, normalize_numbers
+from .values import check_json, count_values, escape_token, natural, normalize_numbers
 
 EMPTY_UPDATE = b"\x00\x00"
+# A write of at least this many values (values.count_values) is made on a scratch copy of
+# the doc, one transaction per change (write_in_bulk): on the doc itself, in one transaction,
+# filling new arrays costs time quadratic in their length (document.to_y).
+BULK_VALUES = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,10 @@ class PatchEdit:
     @property
     def written_bytes(self) -> int:
         return self.plan.written_bytes
+
+    @property
+    def written_values(self) -> int:
+        return self.plan.written_values
 
     @property
     def after(self) -> JSONObject:
@@ -51,14 +59,16 @@ class PatchEdit:
 
 
 def patch_edit(
-    ops: list[Operation], max_written_bytes: int | None = None
+    ops: list[Operation],
+    max_written_bytes: int | None = None,
+    max_written_values: int | None = None,
 ) -> Callable[[JSONObject], PatchEdit]:
     """The edit that applies `ops` (checked by check_panel_paths) to the current view; one
-    that would write more than `max_written_bytes` (copies multiply a small patch) is
-    refused before anything is touched."""
+    that would write more than `max_written_bytes` or `max_written_values` (copies multiply
+    a small patch) is refused before anything is touched."""
 
     def prepare(view: JSONObject) -> PatchEdit:
-        return PatchEdit(view, plan_patch(view, ops, max_written_bytes))
+        return PatchEdit(view, plan_patch(view, ops, max_written_bytes, max_written_values))
 
     return prepare
 
@@ -71,6 +81,12 @@ class ReplaceEdit:
     @property
     def written_bytes(self) -> int:
         return len(orjson.dumps(self.roots))
+
+    @property
+    def written_values(self) -> int:
+        """At most this many values (count_values of the roots given; unchanged parts are
+        not written)."""
+        return count_values(self.roots, 1 << 62)
 
     @property
     def after(self) -> JSONObject:
@@ -93,6 +109,18 @@ def replace_edit(view: JSONObject) -> Callable[[JSONObject], ReplaceEdit]:
         return ReplaceEdit(current, view)
 
     return prepare
+
+
+def write_in_bulk(panel: PanelDoc, write: Callable[[PanelDoc], None]) -> bytes:
+    """The Yjs update that `write` makes to `panel`, made on a scratch copy of its doc (the
+    same client id: the items are the panel's own) one transaction per change, so that new
+    arrays fill in linear time. `panel` is not touched: apply the update to it. The update
+    also carries the doc's delete set (a few bytes per deleted run)."""
+    scratch: Doc[Any] = Doc(client_id=panel.doc.client_id)
+    scratch.apply_update(panel.doc.get_update())
+    state = scratch.get_state()
+    write(PanelDoc(scratch, bulk=True))
+    return bytes(scratch.get_update(state))
 
 
 def check_view(view: object) -> JSONObject:
@@ -166,12 +194,17 @@ def _check_root_target(op: Operation) -> None:
 
 
 def stale_update(
-    loaded: LoadedPanel, ops: list[Operation], max_written_bytes: int | None = None
+    loaded: LoadedPanel,
+    ops: list[Operation],
+    max_written_bytes: int | None = None,
+    max_written_values: int | None = None,
 ) -> bytes:
     """The Yjs update `ops` make to the panel as `loaded` holds it (an older version): indices
     and tests mean what they meant then. Pure: runs on a thread, its doc never leaves it."""
     base = PanelDoc(rebuild(loaded))
-    plan = patch_edit(ops, max_written_bytes)(base.render()).plan  # raises before any write
+    plan = patch_edit(ops, max_written_bytes, max_written_values)(base.render()).plan
+    if plan.written_values >= BULK_VALUES:
+        return write_in_bulk(base, lambda panel: write_plan(panel, plan))
     updates: list[bytes] = []
     subscription = base.doc.observe(lambda event: updates.append(event.update))
     try:
@@ -192,8 +225,12 @@ def check_targets_still_exist(ops: list[Operation], current: Any, base_version: 
             for depth, token in enumerate(tokens[:-1]):
                 if isinstance(node, dict) and token in node:
                     node = node[token]
-                elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                    node = node[int(token)]
+                elif (
+                    isinstance(node, list)
+                    and (index := natural(token)) is not None
+                    and (index < len(node))
+                ):
+                    node = node[index]
                 else:
                     pointer = format_pointer(tokens[: depth + 1])
                     raise PathNotFound(

@@ -23,7 +23,14 @@ from .errors import (
     TestFailed,
     TooManyOperations,
 )
-from .values import MAX_DEPTH, check_json, escape_token, normalize_numbers
+from .values import (
+    CONTAINER_COST,
+    MAX_DEPTH,
+    check_json,
+    count_values,
+    escape_token,
+    normalize_numbers,
+)
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
 PATCH_ERRORS = (InvalidPatch, PathNotFound, TestFailed, InvalidValue)
@@ -197,20 +204,6 @@ def json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _check_depth(value: Any, op: Operation) -> None:
-    # A copy of a value the doc already holds is valid, unless it lands too deep.
-    if len(op.path) + _nesting(value) > MAX_DEPTH:
-        fail(InvalidValue, op, f"the value would nest deeper than {MAX_DEPTH} levels.")
-
-
-def _nesting(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max(map(_nesting, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(_nesting, value), default=0)
-    return 0
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -273,6 +266,7 @@ class PatchPlan:
     inverse: list[dict[str, Any]]
     steps: list[Step]
     written_bytes: int
+    written_values: int  # values.count_values of what it writes
 
 
 class _Working:
@@ -280,13 +274,21 @@ class _Working:
     into them (the input is never mutated) and written in place after that, so each
     operation costs the depth of its path, not the size of the containers on it."""
 
-    def __init__(self, document: Any, record: bool, max_written: int | None = None) -> None:
+    def __init__(
+        self,
+        document: Any,
+        record: bool,
+        max_written: int | None = None,
+        max_values: int | None = None,
+    ) -> None:
         self.root = document
         self.record = record
         self.max_written = max_written
+        self.max_values = max_values
         self.steps: list[Step] = []
         self.undo: list[dict[str, Any]] = []
         self.written = 0
+        self.values = 0
         self._owned: dict[int, Any] = {}  # id -> container copied here (kept alive: ids stay)
 
     def apply(self, op: Operation) -> None:
@@ -305,20 +307,44 @@ class _Working:
         value = value_at(self.root, op.from_path, op)
         if op.op == "move" and op.from_path == op.path:
             return
-        value = self._snapshot(value)  # a value of the doc, now in a second place
-        _check_depth(value, op)
+        value = self._snapshot(value, op)  # a value of the doc, now in a second place
         if op.op == "move":
             self._step("remove", op.from_path, None, op)
         self._step("add", op.path, value, op)
 
-    def _snapshot(self, value: Any) -> Any:
-        encoded = orjson.dumps(value)
-        self._wrote(len(encoded))
-        return orjson.loads(encoded) if isinstance(value, dict | list) else value
+    def _snapshot(self, value: Any, op: Operation) -> Any:
+        """`value`, about to sit in a second place: its size counted and checked; shared,
+        not copied: one walk makes sure no container in it is written in place any more
+        (a write through either place copies its path first)."""
+        self._wrote(len(orjson.dumps(value)), MISSING)
+        if not isinstance(value, dict | list):
+            self._count(1)
+            return value
+        total, deepest, owned = 0, 0, self._owned
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if isinstance(node, dict):
+                children: Any = node.values()
+            elif isinstance(node, list):
+                children = node
+            else:
+                total += 1
+                continue
+            total += CONTAINER_COST
+            deepest = max(deepest, depth)
+            if owned:
+                owned.pop(id(node), None)
+            stack.extend([(child, depth + 1) for child in children])
+        if len(op.path) + deepest > MAX_DEPTH:
+            fail(InvalidValue, op, f"the value would nest deeper than {MAX_DEPTH} levels.")
+        self._count(total)
+        return value
 
-    def _wrote(self, size: int) -> None:
+    def _wrote(self, size: int, value: Any) -> None:
         # Checked as it grows: copies double a value each time, so a patch of a few KB could
-        # otherwise take exponential time and memory before the total is known.
+        # otherwise take exponential time and memory before the total is known. Bytes bound
+        # memory; values bound the time the doc takes (a few bytes of `{}` are a Y.Map).
         self.written += size
         if self.max_written is not None and self.written > self.max_written:
             raise PatchTooLarge(
@@ -326,12 +352,25 @@ class _Working:
                 "count each time); nothing was changed.",
                 limit=self.max_written,
             )
+        if self.max_values is not None and value is not MISSING:
+            self._count(count_values(value, self.max_values - self.values))
+
+    def _count(self, values: int) -> None:
+        self.values += values
+        if self.max_values is not None and self.values > self.max_values:
+            raise PatchTooLarge(
+                f"The patch would write more than {self.max_values} values (an object or "
+                f"array counts {CONTAINER_COST}; copies and moves count each time); nothing "
+                "was changed.",
+                limit=self.max_values,
+                unit="values",
+            )
 
     def _step(
         self, kind: str, tokens: list[str], value: Any, op: Operation, size: bool = False
     ) -> None:
         if size:
-            self._wrote(len(orjson.dumps(value)))
+            self._wrote(len(orjson.dumps(value)), value)
         if not tokens:  # the whole document
             old, self.root = self.root, value
             self._note(kind, tokens, value, old, {"op": "replace", "path": "", "value": old})
@@ -402,7 +441,10 @@ class _Working:
 
 
 def plan_patch(
-    before: Any, ops: Iterable[Operation], max_written_bytes: int | None = None
+    before: Any,
+    ops: Iterable[Operation],
+    max_written_bytes: int | None = None,
+    max_written_values: int | None = None,
 ) -> PatchPlan:
     """Apply `ops` to plain JSON once, keeping what every consumer needs of that pass.
 
@@ -410,13 +452,16 @@ def plan_patch(
     operation, before anything could have been touched. The input is never mutated. The
     inverse turns the result back into `before`: each step's inverse is taken against the
     document just before it, and the inverses run in reverse order. A patch that would write
-    more than `max_written_bytes` is refused (PatchTooLarge) as soon as it gets there.
+    more than `max_written_bytes`, or more than `max_written_values` values
+    (values.count_values), is refused (PatchTooLarge) as soon as it gets there.
     """
-    work = _Working(before, record=True, max_written=max_written_bytes)
+    work = _Working(
+        before, record=True, max_written=max_written_bytes, max_values=max_written_values
+    )
     for op in ops:
         work.apply(op)
     work.undo.reverse()
-    return PatchPlan(work.root, work.undo, work.steps, work.written)
+    return PatchPlan(work.root, work.undo, work.steps, work.written, work.values)
 
 
 def apply_to_json(document: Any, ops: Iterable[Operation]) -> Any:

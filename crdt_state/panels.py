@@ -13,7 +13,7 @@ from datetime import datetime
 
 from .committer import Committer
 from .document import PanelDoc
-from .errors import PanelNotFound, Unavailable, VersionConflict
+from .errors import PanelNotFound, TooManyValues, Unavailable, VersionConflict
 from .json_edits import (
     check_panel_paths,
     check_targets_still_exist,
@@ -42,6 +42,7 @@ from .ports import ReadModel, StateCache, UpdateLog
 from .registry import RoomRegistry
 from .replay import rebuild
 from .room import Room
+from .values import CONTAINER_COST, count_values
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class PanelService:
     committer: Committer
     cache: StateCache | None = None
     max_patch_write_bytes: int | None = None  # what one patch may write (copies amplify)
+    max_write_values: int | None = None  # values one PATCH or PUT may write (count_values)
     counters: ReadCounters = field(default_factory=ReadCounters)
 
     @property
@@ -207,7 +209,7 @@ class PanelService:
             )
         if version is not None and version != current:
             return await self._merge(room, ops, version, who, dry_run)
-        prepare = patch_edit(ops, self.max_patch_write_bytes)
+        prepare = patch_edit(ops, self.max_patch_write_bytes, self.max_write_values)
         if dry_run:
             edit = await room.call(lambda: prepare(room.view()))
             return WriteResult(key, current, edit.before, edit.after, edit.inverse, changed=False)
@@ -220,7 +222,9 @@ class PanelService:
         loaded = await self.log.load(room.key, until=version)
         if loaded is None:
             raise PanelNotFound(f"Panel '{room.key}' does not exist.")
-        update = await asyncio.to_thread(stale_update, loaded, ops, self.max_patch_write_bytes)
+        update = await asyncio.to_thread(
+            stale_update, loaded, ops, self.max_patch_write_bytes, self.max_write_values
+        )
 
         def merge() -> tuple[JSONObject, JSONObject, Change | None]:
             before = room.view()
@@ -239,6 +243,17 @@ class PanelService:
         result = await self._result(room, change, before, after, inverse)
         result.merged = True
         return result
+
+    def check_values(self, view: object) -> None:
+        """A state a client PUTs may hold at most `max_write_values` values (count_values):
+        writing it holds the room's process for about that many steps."""
+        limit = self.max_write_values
+        if limit is not None and count_values(view, limit) > limit:
+            raise TooManyValues(
+                f"The state holds more than {limit} values (an object or array counts "
+                f"{CONTAINER_COST}); nothing was changed. Write it in parts with PATCH.",
+                limit=limit,
+            )
 
     async def replace(
         self,

@@ -25,6 +25,7 @@ from .actor import Actor
 from .document import PanelDoc
 from .errors import DocumentTooLarge, StateError
 from .guard_memory import Plan
+from .json_edits import BULK_VALUES, write_in_bulk
 from .jsonpatch import apply_to_json, derived_patch
 from .log_position import LogPosition
 from .model import (
@@ -67,6 +68,11 @@ class Edit(Protocol):
     @property
     def written_bytes(self) -> int:
         """About how much it adds to the doc (JSON bytes of what it writes)."""
+        ...
+
+    @property
+    def written_values(self) -> int:
+        """About how many values it writes (values.count_values)."""
         ...
 
     def write(self, panel: PanelDoc) -> None: ...
@@ -203,9 +209,16 @@ class Room(Actor):
         then write it in one transaction. Returns the edit and the change (None: no-op)."""
         edit = prepare(self.view())
         self.check_size(edit.written_bytes)
+        # A large write is made on a scratch copy and comes in as one update (linear time).
+        bulk = None
+        if edit.written_values >= BULK_VALUES:
+            bulk = write_in_bulk(self._panel, edit.write)
         try:
             with self._panel.doc.transaction(origin="server"):
-                edit.write(self._panel)
+                if bulk is None:
+                    edit.write(self._panel)
+                else:
+                    self._panel.doc.apply_update(bulk)
         except BaseException:
             self._record(None, who, change_type)  # what did get in is logged all the same
             raise

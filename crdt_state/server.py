@@ -67,6 +67,7 @@ class Server:
             self.committer,
             cache,
             max_patch_write_bytes=settings.max_patch_write_bytes,
+            max_write_values=settings.max_write_values,
         )
         self.snapshots = SnapshotService(
             self.panels,

@@ -24,6 +24,51 @@ def escape_token(token: str) -> str:
 
 def check_json(value: Any, pointer: str = "", depth: int = 0) -> None:
     """Raise InvalidValue unless `value` is a JSON value the document can hold as is."""
+    if _holdable(value, depth):
+        return  # the usual case: no pointer built for every value on the way
+    _check_json(value, pointer, depth)
+
+
+def _holdable(value: Any, depth: int) -> bool:
+    """check_json's question, answered fast (~3x): True when it would not raise."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or _utf8(value)
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    if kind is float:
+        return math.isfinite(value) and not (
+            MAX_SAFE_INTEGER < abs(value) <= 2**63 and value.is_integer()
+        )
+    if value is None or kind is bool:
+        return True
+    if depth >= MAX_DEPTH:
+        return False
+    depth += 1
+    if kind is list:
+        for item in value:
+            if not _holdable(item, depth):
+                return False
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                return False
+            if not _holdable(item, depth):
+                return False
+        return True
+    return False
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_json(value: Any, pointer: str, depth: int) -> None:
     if value is None or isinstance(value, bool | str):
         if isinstance(value, str):
             _check_text(value, pointer)
@@ -64,11 +109,11 @@ def check_json(value: Any, pointer: str = "", depth: int = 0) -> None:
                     path=pointer,
                 )
             _check_text(key, pointer)
-            check_json(item, f"{pointer}/{escape_token(key)}", depth + 1)
+            _check_json(item, f"{pointer}/{escape_token(key)}", depth + 1)
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            check_json(item, f"{pointer}/{index}", depth + 1)
+            _check_json(item, f"{pointer}/{index}", depth + 1)
         return
     raise InvalidValue(
         f"The value at '{pointer or '/'}' is a {type(value).__name__}, not a JSON value "
@@ -98,6 +143,8 @@ def normalize_numbers(value: Any) -> Any:
     """`value` with its floats as the doc renders them; the same object when none changes."""
     if isinstance(value, float):
         return rendered_number(value)
+    if isinstance(value, list) and not _has_containers_or_floats(value):
+        return value  # a list of scalars without floats (the usual long list): nothing to do
     if isinstance(value, dict):
         items = {key: normalize_numbers(item) for key, item in value.items()}
         changed = any(items[key] is not item for key, item in value.items())
@@ -120,4 +167,47 @@ def nests_deeper(value: Any, limit: int) -> bool:
                 return True
             children = node.values() if isinstance(node, dict) else node
             stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+CONTAINER_COST = 5
+
+
+def count_values(value: Any, limit: int) -> int:
+    """What writing `value` into a doc costs, in values: each scalar counts 1, each object or
+    array CONTAINER_COST (creating a Y type costs about five scalars, measured). Stops
+    counting once past `limit`: the count is then more than `limit`, not exact."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += CONTAINER_COST
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            total += CONTAINER_COST
+            stack.extend(item)
+        else:
+            total += 1
+    return total
+
+
+MAX_INT64 = 2**63 - 1
+
+
+def natural(text: str) -> int | None:
+    """`text` as a non-negative integer of at most 2^63 - 1 (what the log stores), when it is
+    one in ASCII digits; None otherwise. str.isdigit alone accepts digits int() refuses
+    ("²", "①") and int() refuses more than 4,300 digits: both were 500s."""
+    if not (0 < len(text) <= 19 and text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_INT64 else None
+
+
+def _has_containers_or_floats(items: list[Any]) -> bool:
+    for item in items:
+        kind = type(item)
+        if kind is float or kind is dict or kind is list:
+            return True
     return False

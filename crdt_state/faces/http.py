@@ -16,6 +16,7 @@ from starlette.responses import Response
 from ..auth import Principal, Role, bearer_token
 from ..errors import BadRequest, CommitPending, StateError, TooLarge, Unauthorized
 from ..model import Attribution, PanelKey, TriggeredBy
+from ..values import natural
 from .context import context_of
 
 COMMIT_WAIT_SECONDS = 10.0
@@ -63,7 +64,8 @@ async def read_json(request: Request, limit: int | None = None) -> Any:
     if limit is None:
         limit = context_of(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    size = natural(declared) if declared is not None else None
+    if size is not None and size > limit:
         raise TooLarge(f"The body is larger than {limit} bytes.", limit=limit)
     body = bytearray()
     async for chunk in request.stream():
@@ -116,9 +118,11 @@ def query_int(request: Request, name: str, default: int, maximum: int | None = N
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"'{name}' must be a non-negative integer.", field=name)
-    value = int(raw)
+    value = natural(raw)
+    if value is None:
+        raise BadRequest(
+            f"'{name}' must be a non-negative integer below 2^63, in ASCII digits.", field=name
+        )
     if maximum is not None and value > maximum:
         raise BadRequest(f"'{name}' is at most {maximum}.", field=name)
     return value

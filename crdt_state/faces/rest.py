@@ -18,6 +18,7 @@ from ..json_edits import check_view
 from ..jsonpatch import parse_patch
 from ..model import Attribution, LogEntry, PanelKey, TriggeredBy
 from ..panels import WriteResult
+from ..values import natural
 from .context import context_of
 from .http import (
     JSONResponse,
@@ -144,9 +145,10 @@ def patch_request(request: Request, raw: Any) -> tuple[Any, dict[str, Any], int 
     if_match = request.headers.get("if-match")
     if if_match is not None:
         tag = if_match.strip().removeprefix("W/").strip('"')
-        if not tag.isdigit():
+        tag_version = natural(tag)
+        if tag_version is None:
             raise BadRequest('If-Match must be a version in quotes, e.g. "42".')
-        version, strict = int(tag), True
+        version, strict = tag_version, True
     return patch, body, version, strict
 
 
@@ -195,6 +197,7 @@ async def put_state(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or "state" not in body:
         raise BadRequest('The body needs \'state\': {"$state": {...}, "$computed": {...}}.')
+    panels.check_values(body["state"])  # first: it stops counting at the limit
     view = check_view(body["state"])
     version = optional_int(body.get("version"), "version")
     who = attribution(body, principal)

@@ -1,6 +1,6 @@
 """JSON Patch on a panel's Y doc: the smallest structural change that gives the patched JSON.
 
-`write_plan` replays a patch already checked on the JSON view (jsonpatch.plan_patch, pure)
+`write_plan` replays a patch already checked on the JSON view (patch_plan.plan_patch, pure)
 on the Y doc: objects merge key by key and unchanged values keep their Y identity, so a
 concurrent edit of a sibling field survives. `replace_document` does the same for a whole root.
 """
@@ -15,22 +15,14 @@ from pycrdt import Array, Map
 
 from .document import VIEW_ROOTS, Fills, PanelDoc, fill, to_y
 from .errors import InvalidPatch, InvalidValue
-from .jsonpatch import (
-    MISSING,
-    Operation,
-    PatchPlan,
-    Step,
-    apply_to_json,
-    json_equal,
-    json_type,
-    plan_patch,
-)
+from .jsonpatch import MISSING, Operation, json_equal, json_type
 from .patch_events import render_value
+from .patch_plan import PatchPlan, Step, apply_to_json, plan_patch
 from .values import check_json, escape_token
 
 
 def write_plan(panel: PanelDoc, plan: PatchPlan) -> None:
-    """Replay a checked patch (jsonpatch.plan_patch on the panel's current JSON view, after
+    """Replay a checked patch (patch_plan.plan_patch on the panel's current JSON view, after
     check_panel_paths) on the doc, step by step: an error here would leave the transaction
     half done, so nothing is checked here that the plan did not check already.
 

@@ -20,8 +20,9 @@ from pycrdt import Doc
 from .doc_patch import replace_document, write_plan
 from .document import VIEW_ROOTS, PanelDoc
 from .errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound
-from .jsonpatch import Operation, PatchPlan, fail, format_pointer, json_type, plan_patch
+from .jsonpatch import Operation, fail, format_pointer, json_type
 from .model import JSONObject, JSONPatch, LoadedPanel
+from .patch_plan import PatchPlan, plan_patch
 from .replay import rebuild
 from .values import check_json, count_values, escape_token, natural, normalize_numbers
 

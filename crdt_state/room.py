@@ -26,7 +26,7 @@ from .document import PanelDoc
 from .errors import DocumentTooLarge, StateError
 from .guard_memory import Plan
 from .json_edits import BULK_VALUES, write_in_bulk
-from .jsonpatch import apply_to_json, derived_patch
+from .jsonpatch import derived_patch
 from .log_position import LogPosition
 from .model import (
     Attribution,
@@ -40,6 +40,7 @@ from .model import (
     utcnow,
 )
 from .patch_events import PatchRecorder
+from .patch_plan import apply_to_json
 from .peers import Peers
 from .protocol import AwarenessEntry, encode_awareness
 from .update_decoder import MalformedUpdate

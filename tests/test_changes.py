@@ -15,8 +15,9 @@ from pycrdt import Array, Doc, Map, Text
 import crdt_state.patch_events
 from crdt_state.doc_patch import apply_to_doc
 from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, to_y
-from crdt_state.jsonpatch import apply_to_json, parse_patch
+from crdt_state.jsonpatch import parse_patch
 from crdt_state.patch_events import PatchRecorder, render_value
+from crdt_state.patch_plan import apply_to_json
 
 SUITE = Path(__file__).parent / "conformance" / "json-patch-tests"
 

@@ -132,7 +132,8 @@ async def test_the_largest_patch_allowed_is_applied_while_health_keeps_answering
 def test_patch_cost_is_linear_in_its_operations(tmp_path: Path) -> None:
     """Doubling the operations of a patch (within the limit) does not quadruple its cost."""
     from crdt_state.document import PanelDoc, new_epoch
-    from crdt_state.jsonpatch import parse_patch, plan_patch
+    from crdt_state.jsonpatch import parse_patch
+    from crdt_state.patch_plan import plan_patch
 
     def cost(n: int) -> float:
         panel = PanelDoc()

@@ -15,13 +15,8 @@ from crdt_state.doc_patch import apply_to_doc, replace_document
 from crdt_state.document import STATE, PanelDoc, new_epoch
 from crdt_state.errors import Forbidden, InvalidPatch, InvalidValue, PathNotFound, TestFailed
 from crdt_state.json_edits import check_panel_paths
-from crdt_state.jsonpatch import (
-    PATCH_ERRORS,
-    apply_to_json,
-    inverse_patch,
-    json_equal,
-    parse_patch,
-)
+from crdt_state.jsonpatch import PATCH_ERRORS, json_equal, parse_patch
+from crdt_state.patch_plan import apply_to_json, inverse_patch
 
 SUITE = Path(__file__).parent / "conformance" / "json-patch-tests"
 

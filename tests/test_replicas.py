@@ -244,7 +244,8 @@ def metrics(server: ServerProcess) -> dict[str, float]:
 
 
 async def test_history_patches_follow_log_order_when_replicas_write_one_panel(replicas, node, ws):
-    from crdt_state.jsonpatch import apply_to_json, parse_patch
+    from crdt_state.jsonpatch import parse_patch
+    from crdt_state.patch_plan import apply_to_json
 
     a, b, _ = replicas
     on_a = await node.connect("on_a", a.yjs_url(ws), "h", params=user("ann", ws))

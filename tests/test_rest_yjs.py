@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from crdt_state.jsonpatch import apply_to_json, parse_patch
+from crdt_state.jsonpatch import parse_patch
+from crdt_state.patch_plan import apply_to_json
 
 from .conftest import token
 from .server import ServerProcess

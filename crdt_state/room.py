@@ -27,6 +27,9 @@ from .errors import DocumentTooLarge, StateError
 from .guard_memory import Plan
 from .json_edits import BULK_VALUES, write_in_bulk
 from .jsonpatch import derived_patch
+from .lib0 import (
+    MalformedUpdate,
+)
 from .log_position import LogPosition
 from .model import (
     Attribution,
@@ -43,7 +46,6 @@ from .patch_events import PatchRecorder
 from .patch_plan import apply_to_json
 from .peers import Peers
 from .protocol import AwarenessEntry, encode_awareness
-from .update_decoder import MalformedUpdate
 from .update_guard import UpdateGuard
 from .values import MAX_DEPTH
 

@@ -19,8 +19,14 @@ from collections.abc import Iterable
 from typing import Final
 
 from .guard_memory import COMPUTED, META, ROOTS, STATE, Container, Memory, Plan
+from .lib0 import (
+    AnyTooDeep,
+    MalformedUpdate,
+)
 from .update_analysis import Analysis
-from .update_decoder import AnyTooDeep, MalformedUpdate, decode_update
+from .update_decoder import (
+    decode_update,
+)
 from .update_rules import CLOSE_INVALID_UPDATE, CLOSE_UPDATE_TOO_LARGE, Check, UpdateRefused
 from .values import MAX_DEPTH
 

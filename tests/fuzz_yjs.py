@@ -16,15 +16,19 @@ from typing import Any
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
+from crdt_state.lib0 import (
+    UNDEFINED,
+)
 from crdt_state.update_decoder import (
+    decode_update,
+)
+from crdt_state.update_structs import (
     GC,
     SKIP,
     TYPE,
     TYPE_ARRAY,
     TYPE_MAP,
     TYPE_TEXT,
-    UNDEFINED,
-    decode_update,
 )
 
 from .fuzz_values import (

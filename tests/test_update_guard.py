@@ -20,7 +20,15 @@ import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from crdt_state.errors import InvalidValue
+from crdt_state.lib0 import (
+    UNDEFINED,
+    MalformedUpdate,
+)
 from crdt_state.update_decoder import (
+    decode_update,
+)
+from crdt_state.update_guard import ROOTS, UpdateGuard, UpdateRefused
+from crdt_state.update_structs import (
     ANY,
     DELETED,
     GC,
@@ -34,12 +42,8 @@ from crdt_state.update_decoder import (
     TYPE_XML_FRAGMENT,
     TYPE_XML_HOOK,
     TYPE_XML_TEXT,
-    UNDEFINED,
-    MalformedUpdate,
     TypeContent,
-    decode_update,
 )
-from crdt_state.update_guard import ROOTS, UpdateGuard, UpdateRefused
 from crdt_state.values import MAX_DEPTH, check_json
 
 from .yjs_encoder import (

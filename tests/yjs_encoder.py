@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt_state.update_decoder import (
+from crdt_state.lib0 import (
+    UNDEFINED,
+)
+from crdt_state.update_structs import (
     ANY,
     BINARY,
     DELETED,
@@ -33,7 +36,6 @@ from crdt_state.update_decoder import (
     TYPE_MAP,
     TYPE_XML_ELEMENT,
     TYPE_XML_HOOK,
-    UNDEFINED,
     utf16_length,
 )
 

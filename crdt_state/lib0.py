@@ -101,43 +101,35 @@ def read_uint(data: bytes, pos: int) -> tuple[int, int]:
     b2 = data[pos + 1]
     if b2 < 0x80:
         return (b & 0x7F) | (b2 << 7), pos + 2
-    start = pos
-    value = (b & 0x7F) | ((b2 & 0x7F) << 7)
-    shift = 14
-    pos += 2
+    value, end = _more_bits(data, pos + 2, (b & 0x7F) | ((b2 & 0x7F) << 7), 14, pos, "var-uint")
+    if value > MAX_SAFE_INTEGER:
+        raise MalformedUpdate("var-uint above 2^53−1", pos)
+    return value, end
+
+
+def read_int(data: bytes, pos: int) -> tuple[int, int]:
+    """A var-int: first byte = more bit, sign bit, 6 value bits; then 7 bits a byte."""
+    b = data[pos]
+    value, end = b & 0x3F, pos + 1
+    if b & 0x80:
+        value, end = _more_bits(data, end, value, 6, pos, "var-int")
+    return (-value if b & 0x40 else value), end
+
+
+def _more_bits(
+    data: bytes, pos: int, value: int, shift: int, start: int, what: str
+) -> tuple[int, int]:
+    """The rest of a var-int begun at `start`: 7 bits a byte from `pos` until a byte below
+    0x80; at most _MAX_VAR_BYTES in all."""
     while True:
         b = data[pos]
         pos += 1
         value |= (b & 0x7F) << shift
         if b < 0x80:
-            break
+            return value, pos
         shift += 7
         if pos - start >= _MAX_VAR_BYTES:
-            raise MalformedUpdate("var-uint longer than 10 bytes", start)
-    if value > MAX_SAFE_INTEGER:
-        raise MalformedUpdate("var-uint above 2^53−1", start)
-    return value, pos
-
-
-def read_int(data: bytes, pos: int) -> tuple[int, int]:
-    """A var-int: first byte = more bit, sign bit, 6 value bits; then 7 bits a byte."""
-    start = pos
-    b = data[pos]
-    pos += 1
-    value = b & 0x3F
-    negative = b & 0x40
-    if b & 0x80:
-        shift = 6
-        while True:
-            b = data[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-            if pos - start >= _MAX_VAR_BYTES:
-                raise MalformedUpdate("var-int longer than 10 bytes", start)
-    return (-value if negative else value), pos
+            raise MalformedUpdate(f"{what} longer than 10 bytes", start)
 
 
 def read_string(data: bytes, pos: int) -> tuple[str, int]:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .background import cancel
 from .errors import BadRequest, StateError
 from .model import utcnow
 from .ports import SnapshotCatalogue
@@ -45,9 +46,7 @@ class AutoSnapshots:
 
     async def close(self) -> None:
         """Stop the rounds (a round in progress is cancelled)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task)
 
     def mark_changed(self, workspace_id: str) -> None:
         """Note that a change of the workspace was committed (cheap: one set insertion)."""

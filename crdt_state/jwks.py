@@ -14,7 +14,6 @@ the token names, and only when the key's own `alg` (if it has one) is that algor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import urllib.request
@@ -25,6 +24,8 @@ from urllib.parse import urlsplit
 import orjson
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
+
+from .background import cancel
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,8 @@ class JwksKeys:
         self._task = asyncio.create_task(self._keep_fresh(), name="jwks")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def ensure(self, kid: str | None) -> None:
         """Read the set again if it lacks `kid`, unless it was read too recently."""

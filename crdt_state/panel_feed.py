@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .background import cancel
 from .log_order import fill_patches
 from .model import ChangeType, LogEntry, Notice, PanelKey
 from .ports import UpdateLog
@@ -45,8 +46,7 @@ class PanelFeed:
         self._notices.put_nowait(notice)
 
     async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task)
 
     async def catch_up(self, until: int | None = None) -> None:
         while True:

@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .background import cancel
 from .model import Change, FanoutKind, FanoutMessage, LogEntry, Notice, PanelKey
 from .ports import Fanout, Outgoing, Subscription, UpdateLog
 from .protocol import ProtocolError, decode_awareness, encode_awareness
@@ -90,9 +91,7 @@ class Replication:
         self.fanout.on_reconnected(self._on_reconnected)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel(*self._tasks)
         if self._outbox:  # the publisher task is gone: send what is left from here
             await self._publish(list(self._outbox))
             self._outbox.clear()

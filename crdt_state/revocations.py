@@ -21,7 +21,6 @@ after the revocation. With no such limit (or tokens without `exp` allowed) it is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -30,6 +29,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from .background import cancel
 
 if TYPE_CHECKING:
     from .auth import Principal
@@ -164,11 +165,8 @@ class RevocationService:
             self._task = asyncio.create_task(self._poll(), name="revocations")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def revoke(
         self, kind: RevocationKind, value: str, revoked_by: str, reason: str | None = None

@@ -15,6 +15,8 @@ from enum import IntEnum
 
 import orjson
 
+from .lib0 import MalformedUpdate, read_uint
+
 
 class MessageType(IntEnum):
     SYNC = 0
@@ -41,22 +43,16 @@ class Message:
 
 
 # lib0 var-uints carry at most 53 bits (JS safe integers): 8 bytes of 7 bits.
-_MAX_VARUINT_BYTES = 8
 
 
 def read_var_uint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    for _ in range(_MAX_VARUINT_BYTES):
-        if pos >= len(buf):
-            raise ProtocolError("truncated message: a length or number is cut off")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    raise ProtocolError("malformed message: a number is longer than 53 bits")
+    """lib0's var-uint (lib0.read_uint), its errors told as the protocol's."""
+    try:
+        return read_uint(buf, pos)
+    except IndexError:
+        raise ProtocolError("truncated message: a length or number is cut off") from None
+    except MalformedUpdate:
+        raise ProtocolError("malformed message: a number is longer than 53 bits") from None
 
 
 def read_var_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:

@@ -18,6 +18,7 @@ from pycrdt import Doc
 from crdt_state.document import PanelDoc
 from crdt_state.json_edits import BULK_VALUES, patch_edit, replace_edit, write_in_bulk
 from crdt_state.jsonpatch import parse_patch
+from crdt_state.protocol import decode_state_vector
 from crdt_state.values import count_values
 
 scalars = st.one_of(
@@ -118,19 +119,7 @@ def test_the_bulk_update_is_made_of_the_panels_own_items() -> None:
     # One client, the panel's: a second bulk write continues its clock.
     other = Doc()
     other.apply_update(panel.doc.get_update())
-    assert set(_clients(other.get_state())) == {panel.doc.client_id}
-
-
-def _clients(state_vector: bytes) -> list[int]:
-    from crdt_state.lib0 import read_uint
-
-    count, pos = read_uint(state_vector, 0)
-    clients = []
-    for _ in range(count):
-        client, pos = read_uint(state_vector, pos)
-        _, pos = read_uint(state_vector, pos)
-        clients.append(client)
-    return clients
+    assert set(decode_state_vector(other.get_state())) == {panel.doc.client_id}
 
 
 @pytest.mark.parametrize(

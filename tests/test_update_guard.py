@@ -24,6 +24,7 @@ from crdt_state.lib0 import (
     UNDEFINED,
     MalformedUpdate,
 )
+from crdt_state.protocol import decode_state_vector
 from crdt_state.update_decoder import (
     decode_update,
 )
@@ -142,21 +143,7 @@ def refused(
 
 
 def state_vector(doc: Doc) -> dict[int, int]:
-    raw = doc.get_state()
-    pos = 0
-
-    def uint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            b = raw[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return value
-
-    return {uint(): uint() for _ in range(uint())}
+    return decode_state_vector(doc.get_state())
 
 
 def sample_docs() -> Iterator[tuple[str, Doc, list[bytes]]]:

@@ -411,7 +411,7 @@ class Harness:
 
     # --- the checks after each case ----------------------------------------------------------
 
-    def check_world(self, case: str, *, tracebacks_expected: bool = False) -> None:
+    def check_world(self, case: str) -> None:
         """Assert that the server is alive, healthy and quick, that no reference panel changed,
         that the live peer heard nothing, and that nothing was logged as unhandled."""
         process = self.server.process
@@ -446,7 +446,7 @@ class Harness:
                 log.seek(self.log_offset)
                 new = log.read(size - self.log_offset)
             self.log_offset = size
-            if not tracebacks_expected and _TRACEBACK.search(new):
+            if _TRACEBACK.search(new):
                 text = new.decode(errors="replace")
                 start = text.find("Traceback (most recent call last)")
                 raise AssertionError(

@@ -149,12 +149,11 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 # --- known defects -----------------------------------------------------------------------------
 
 
-def check_answer(prop: str, request: Request, answer: Answer) -> bool:
-    """Assert the answer is no 5xx. Returns False (kept for the callers: nothing is tolerated
-    any more)."""
+def check_answer(prop: str, request: Request, answer: Answer) -> None:
+    """Assert the answer is no 5xx."""
     if answer.status is not None and answer.status < 500:
         count(prop, f"http {answer.status}")
-        return False
+        return
     raise AssertionError(
         f"{request.describe()}\nanswered {answer.status} {answer.body[:500]!r} {answer.error}"
     )
@@ -295,7 +294,7 @@ def rest_case(
 ) -> Answer:
     """Send `request`; check its answer, and that a refusal left the target panel as it was."""
     answer = harness.send(request)
-    tolerated = check_answer(prop, request, answer)
+    check_answer(prop, request, answer)
     if target is not None and before is not None and answer.status is not None:
         if 400 <= answer.status < 500:
             now = harness.read(WORKSPACE, target)
@@ -303,7 +302,7 @@ def rest_case(
                 f"{request.describe()}\nanswered {answer.status} {answer.body[:300]!r} but "
                 f"the panel changed\nbefore: {before}\nafter: {now}"
             )
-    harness.check_world(request.describe(), tracebacks_expected=tolerated)
+    harness.check_world(request.describe())
     return answer
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pycrdt import Array, Map
 
-from .document import VIEW_ROOTS, Fills, PanelDoc, fill, to_y
+from .document import VIEW_ROOTS, PanelDoc, put
 from .errors import InvalidPatch, InvalidValue
 from .jsonpatch import MISSING, Operation, json_equal, json_type
 from .patch_events import render_value
@@ -38,19 +38,6 @@ def _transaction(panel: PanelDoc) -> AbstractContextManager[Any]:
     return nullcontext() if panel.bulk else panel.doc.transaction()
 
 
-def _put(panel: PanelDoc, node: Map[Any] | Array[Any], key: Any, value: Any, insert: bool) -> None:
-    """node[key] = value (insert: at index key of an array), as Y types."""
-    fills: Fills | None = [] if panel.bulk else None
-    y = to_y(value, fills)
-    if insert:
-        assert isinstance(node, Array)
-        node.insert(key, y)
-    else:
-        node[key] = y
-    if fills:
-        fill(fills)
-
-
 def apply_to_doc(panel: PanelDoc, ops: Iterable[Operation], before: Any) -> None:
     """Check `ops` against `before` (the panel's current JSON view) and replay them."""
     write_plan(panel, plan_patch(before, ops))
@@ -61,7 +48,7 @@ def _write_step(panel: PanelDoc, step: Step) -> None:
     if len(tokens) == 1:  # a root: its object merges key by key
         if step.kind == "remove":
             raise InvalidPatch("A root of the panel cannot be removed.")
-        merge_map(panel, panel.roots[tokens[0]], step.old, step.value)
+        merge_map(panel.roots[tokens[0]], step.old, step.value)
         return
     node, depth = _locate(panel, tokens)
     key = _key(node, tokens[depth])
@@ -70,13 +57,13 @@ def _write_step(panel: PanelDoc, step: Step) -> None:
         # is rewritten from its container with the step applied to it.
         blob = render_value(node[key])
         inner = Operation(-1, step.kind, tokens[depth + 1 :], "", value=step.value)
-        assign(panel, node, key, blob, apply_to_json(blob, [inner]))
+        assign(node, key, blob, apply_to_json(blob, [inner]))
     elif step.kind == "remove":
         del node[key]
     elif step.kind == "add" and isinstance(node, Array):
-        _put(panel, node, key, step.value, insert=True)
+        put(node, key, step.value, insert=True)
     else:
-        assign(panel, node, key, step.old, step.value)
+        assign(node, key, step.old, step.value)
 
 
 def _locate(panel: PanelDoc, tokens: Sequence[str]) -> tuple[Map[Any] | Array[Any], int]:
@@ -101,33 +88,33 @@ def _key(node: Map[Any] | Array[Any], token: str) -> Any:
     return len(node) if token == "-" else int(token)
 
 
-def assign(panel: PanelDoc, node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:
+def assign(node: Map[Any] | Array[Any], key: Any, old: Any, new: Any) -> None:
     """Make node[key] hold `new`, given that it holds `old` (MISSING: absent), touching as
     little as possible: equal values stay, objects and arrays are merged into in place."""
     if old is not MISSING and json_equal(old, new):
         return
     child = node[key] if old is not MISSING else None
     if isinstance(child, Map) and isinstance(old, dict) and isinstance(new, dict):
-        merge_map(panel, child, old, new)
+        merge_map(child, old, new)
     elif isinstance(child, Array) and isinstance(old, list) and isinstance(new, list):
-        merge_array(panel, child, old, new)
+        merge_array(child, old, new)
     elif isinstance(node, Map):
-        _put(panel, node, key, new, insert=False)
+        put(node, key, new)
     else:
         del node[key]
-        _put(panel, node, key, new, insert=True)
+        put(node, key, new, insert=True)
 
 
-def merge_map(panel: PanelDoc, ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+def merge_map(ymap: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
     """Turn a Y.Map whose JSON is `old` into `new`, key by key."""
     for key in old:
         if key not in new:
             del ymap[key]
     for key, value in new.items():
-        assign(panel, ymap, key, old.get(key, MISSING), value)
+        assign(ymap, key, old.get(key, MISSING), value)
 
 
-def merge_array(panel: PanelDoc, yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
+def merge_array(yarray: Array[Any], old: list[Any], new: list[Any]) -> None:
     """Keep the equal prefix and suffix; merge a middle of the same length element by
     element, else replace the middle (an unambiguous pairing is not known then)."""
     shortest = min(len(old), len(new))
@@ -140,12 +127,12 @@ def merge_array(panel: PanelDoc, yarray: Array[Any], old: list[Any], new: list[A
     old_middle, new_middle = old[start : len(old) - end], new[start : len(new) - end]
     if len(old_middle) == len(new_middle):
         for offset, (was, now) in enumerate(zip(old_middle, new_middle, strict=True)):
-            assign(panel, yarray, start + offset, was, now)
+            assign(yarray, start + offset, was, now)
         return
     if old_middle:
         del yarray[start : start + len(old_middle)]
     for offset, value in enumerate(new_middle):
-        _put(panel, yarray, start + offset, value, insert=True)
+        put(yarray, start + offset, value, insert=True)
 
 
 def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = MISSING) -> None:
@@ -164,4 +151,4 @@ def replace_document(panel: PanelDoc, root: str, new_value: Any, before: Any = M
     check_json(new_value, f"/{escape_token(root)}", 1)
     old = panel.render_root(root) if before is MISSING else before
     with _transaction(panel):
-        merge_map(panel, panel.roots[root], old, new_value)
+        merge_map(panel.roots[root], old, new_value)

@@ -35,28 +35,35 @@ def new_epoch() -> str:
 Fills = list[tuple[Array[Any], list[Any]]]
 
 
-def to_y(value: Any, fills: Fills | None = None) -> Any:
+def to_y(value: Any, fills: Fills) -> Any:
     """JSON -> Y: objects become Y.Map and arrays Y.Array, recursively, so fields merge.
-
-    With `fills`, arrays are made empty and listed there with their elements, to be filled
-    once integrated (`fill`): pycrdt inserts a new array's elements one by one, and an insert
-    walks every item of the array not yet merged with its neighbours, which happens only when
-    a transaction commits. In one transaction n elements cost n^2/2 steps (10,000 integers:
-    ~3 s); filled one transaction per element (on a scratch copy, `Room.edit`), n steps."""
+    Arrays are made empty and listed in `fills` with their elements: once the value is in the
+    doc, `fill` fills them (pycrdt's own fill of a new array is quadratic in its length)."""
     if isinstance(value, dict):
         return Map({key: to_y(item, fills) for key, item in value.items()})
     if isinstance(value, list):
-        if fills is None:
-            return Array([to_y(item) for item in value])
         array: Array[Any] = Array()
         fills.append((array, value))
         return array
     return value
 
 
+def put(node: Map[Any] | Array[Any], key: Any, value: Any, insert: bool = False) -> None:
+    """node[key] = value as Y types (insert: at index `key` of an array, shifting the rest)."""
+    fills: Fills = []
+    y = to_y(value, fills)
+    if insert:
+        assert isinstance(node, Array)
+        node.insert(key, y)
+    else:
+        node[key] = y
+    fill(fills)
+
+
 def fill(fills: Fills) -> None:
     """Fill the arrays `to_y` left empty (now integrated), each element in its own
-    transaction (call it with no transaction open), in time linear in their length.
+    transaction when none is open (a bulk write's scratch copy: time linear in their length);
+    inside one, runs of scalars cost time quadratic in their length.
 
     An insert walks the array's items up to its index, and items merge with their neighbours
     when their transaction commits, if they can: a run of scalars inserted one after the other
@@ -103,7 +110,7 @@ class PanelDoc:
             meta["schema"] = SCHEMA_VERSION
             meta["epoch"] = epoch
             for key, value in (state or {}).items():
-                self.roots[STATE][key] = to_y(value)
+                put(self.roots[STATE], key, value)
 
     @property
     def epoch(self) -> str | None:

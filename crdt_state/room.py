@@ -25,7 +25,7 @@ from .actor import Actor
 from .document import PanelDoc
 from .errors import DocumentTooLarge, StateError
 from .guard_memory import Plan
-from .json_edits import BULK_VALUES, write_in_bulk
+from .json_edits import write_in_bulk
 from .jsonpatch import derived_patch
 from .lib0 import (
     MalformedUpdate,
@@ -74,8 +74,8 @@ class Edit(Protocol):
         ...
 
     @property
-    def written_values(self) -> int:
-        """About how many values it writes (values.count_values)."""
+    def bulky(self) -> bool:
+        """Whether it writes enough values to be made on a scratch copy (write_in_bulk)."""
         ...
 
     def write(self, panel: PanelDoc) -> None: ...
@@ -213,9 +213,7 @@ class Room(Actor):
         edit = prepare(self.view())
         self.check_size(edit.written_bytes)
         # A large write is made on a scratch copy and comes in as one update (linear time).
-        bulk = None
-        if edit.written_values >= BULK_VALUES:
-            bulk = write_in_bulk(self._panel, edit.write)
+        bulk = write_in_bulk(self._panel, edit.write) if edit.bulky else None
         try:
             with self._panel.doc.transaction(origin="server"):
                 if bulk is None:

@@ -14,7 +14,7 @@ from pycrdt import Array, Doc, Map, Text
 
 import crdt_state.patch_events
 from crdt_state.doc_patch import apply_to_doc
-from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, to_y
+from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, put
 from crdt_state.jsonpatch import parse_patch
 from crdt_state.patch_events import PatchRecorder, render_value
 from crdt_state.patch_plan import apply_to_json
@@ -49,7 +49,7 @@ def test_map_changes_become_add_replace_remove_with_the_rendered_value() -> None
     with PatchRecorder(panel) as recorder:
         with panel.doc.transaction():
             panel.roots[STATE]["count"] = 2
-            panel.roots[STATE]["filters"] = to_y({"q": "a/b", "n": [1, 2.5]})
+            put(panel.roots[STATE], "filters", {"q": "a/b", "n": [1, 2.5]})
             del panel.roots[STATE]["old"]
             panel.roots[COMPUTED]["total"] = 3
         patch = recorder.take()

@@ -7,7 +7,7 @@ import math
 import pytest
 from pycrdt import Array, Doc, Map
 
-from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, to_y
+from crdt_state.document import COMPUTED, META, STATE, PanelDoc, new_epoch, put
 from crdt_state.errors import InvalidValue
 from crdt_state.values import MAX_SAFE_INTEGER, check_json
 
@@ -75,7 +75,7 @@ def test_deep_nesting_is_refused_before_it_can_overflow_anything():
 def test_objects_become_maps_and_arrays_become_arrays_recursively():
     doc = Doc()
     root = doc.get("r", type=Map)
-    root["v"] = to_y({"list": [{"a": 1}], "obj": {"b": [2]}})
+    put(root, "v", {"list": [{"a": 1}], "obj": {"b": [2]}})
     assert isinstance(root["v"], Map)
     assert isinstance(root["v"]["list"], Array)
     assert isinstance(root["v"]["list"][0], Map)

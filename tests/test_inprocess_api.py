@@ -248,6 +248,20 @@ async def test_a_stale_version_is_merged_and_the_edit_since_survives(
     assert await snapshot(api, panel) == ({"$state": {"a": 2, "b": 2}, "$computed": {}}, old + 2)
 
 
+async def test_a_large_stale_patch_is_merged_too(api: httpx.AsyncClient) -> None:
+    """A stale patch of 1,000 values or more takes the bulk path (json_edits.stale_update)."""
+    panel = await new_panel(api, {"a": 1, "list": [0]})
+    _, old = await snapshot(api, panel)
+    await patch(api, panel, {"op": "replace", "path": "/$state/a", "value": 2})
+    rows = [{"n": n} for n in range(150)] + [n % 10 for n in range(1500)]  # under 10 KB
+    merged = await patch(
+        api, panel, {"op": "add", "path": "/$state/list/-", "value": rows}, version=old
+    )
+    assert (merged["merged"], merged["version"]) == (True, old + 2)
+    state = {"$state": {"a": 2, "list": [0, rows]}, "$computed": {}}
+    assert await snapshot(api, panel) == (state, old + 2)
+
+
 # -- history, time travel, revert, delete ------------------------------------------------------
 
 

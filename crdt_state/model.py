@@ -232,7 +232,8 @@ class SnapshotRecord:
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """The hot JSON view of a panel (`state:{ws}:{panel}` in Redis)."""
+    """The hot JSON view of a panel (`state:{ws}:{panel}` in Redis), in the design
+    document's shape: the view's roots and `_meta` {version, updated_at, epoch}."""
 
     version: int
     epoch: str
@@ -240,25 +241,25 @@ class CacheEntry:
     updated_at: datetime | None
 
     def to_json(self) -> JSONObject:
-        return {
+        meta = {
             "version": self.version,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
             "epoch": self.epoch,
-            "state": self.state,
-            "updatedAt": self.updated_at.isoformat() if self.updated_at else None,
         }
+        return {**self.state, "_meta": meta}
 
     @classmethod
     def from_json(cls, raw: object) -> CacheEntry | None:
         """The entry, or None for anything that is not one (the key is shared with other
         services, whose mistakes must not fail our reads)."""
-        if not isinstance(raw, dict):
+        if not isinstance(raw, dict) or not isinstance(raw.get("_meta"), dict):
             return None
-        version, epoch, state = raw.get("version"), raw.get("epoch"), raw.get("state")
-        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(state, dict):
+        meta = raw["_meta"]
+        version, epoch = meta.get("version"), meta.get("epoch")
+        if isinstance(version, bool) or not isinstance(version, int) or not isinstance(epoch, str):
             return None
-        if not isinstance(epoch, str):
-            return None
-        return cls(version, epoch, state, parse_time(raw.get("updatedAt")))
+        state = {k: v for k, v in raw.items() if k != "_meta"}
+        return cls(version, epoch, state, parse_time(meta.get("updated_at")))
 
 
 class FanoutKind(StrEnum):
@@ -316,6 +317,7 @@ class Notice:
             "type": "state_deleted" if self.deleted else "state_update",
             "workspaceId": self.key.workspace_id,
             "panelId": self.key.panel_id,
+            "panel_id": self.key.panel_id,  # the design document's channel message names it so
             "version": self.version,
             "epoch": self.epoch,
             "changeType": self.change_type.value,

@@ -108,5 +108,5 @@ def entry_message(key: PanelKey, entry: LogEntry) -> dict[str, Any]:
 def notice_message(notice: Notice) -> dict[str, Any]:
     """What a JSON subscriber gets of a notice (without the replica's own bookkeeping)."""
     message = notice.to_json()
-    del message["subject"], message["changeId"], message["replica"]
+    del message["subject"], message["changeId"], message["replica"], message["panel_id"]
     return message

@@ -59,6 +59,7 @@ class WriteResult:
     created: bool = False  # the panel did not exist (or was deleted) and was created
     changed: bool = True
     epoch: str = ""
+    updated_at: datetime | None = None  # when the version it names came about
 
 
 @dataclass(slots=True)
@@ -128,7 +129,8 @@ class PanelService:
                 currentVersion=loaded.info.version,
             )
         view = await asyncio.to_thread(render, loaded)
-        return PanelState(key, view, version, loaded.info.epoch), loaded.info.version
+        when = loaded.tail[-1].occurred_at if loaded.tail else None
+        return PanelState(key, view, version, loaded.info.epoch, when), loaded.info.version
 
     async def history(
         self,
@@ -212,7 +214,16 @@ class PanelService:
         prepare = patch_edit(ops, self.max_patch_write_bytes, self.max_write_values)
         if dry_run:
             edit = await room.call(lambda: prepare(room.view()))
-            return WriteResult(key, current, edit.before, edit.after, edit.inverse, changed=False)
+            return WriteResult(
+                key,
+                current,
+                edit.before,
+                edit.after,
+                edit.inverse,
+                changed=False,
+                epoch=room.epoch,
+                updated_at=room.updated_at,
+            )
         edit, change = await room.call(room.edit, prepare, who, ChangeType.UPDATED)
         return await self._result(room, change, edit.before, edit.after, edit.inverse)
 
@@ -238,7 +249,15 @@ class PanelService:
         inverse = whole_root_inverse(before, after)
         if dry_run:
             return WriteResult(
-                room.key, room.version, before, after, inverse, merged=True, changed=False
+                room.key,
+                room.version,
+                before,
+                after,
+                inverse,
+                merged=True,
+                changed=False,
+                epoch=room.epoch,
+                updated_at=room.updated_at,
             )
         result = await self._result(room, change, before, after, inverse)
         result.merged = True
@@ -315,10 +334,25 @@ class PanelService:
         if change is None:  # nothing changed: the current version, once it is on disk
             await self.settle(room)
             return WriteResult(
-                room.key, room.version, before, after, inverse, changed=False, epoch=room.epoch
+                room.key,
+                room.version,
+                before,
+                after,
+                inverse,
+                changed=False,
+                epoch=room.epoch,
+                updated_at=room.updated_at,
             )
         version = await self.pipeline.acknowledged(room, change)
-        return WriteResult(room.key, version, before, after, inverse, epoch=room.epoch)
+        return WriteResult(
+            room.key,
+            version,
+            before,
+            after,
+            inverse,
+            epoch=room.epoch,
+            updated_at=change.occurred_at,
+        )
 
 
 def render(loaded: LoadedPanel) -> JSONObject:

@@ -72,14 +72,16 @@ class CommitState:
     def to_json(self) -> dict[str, Any]:
         return {
             "workspaceId": self.workspace_id,
+            "panels": {
+                panel_id: {**view, "version": self.versions.get(panel_id)}
+                for panel_id, view in self.views.items()
+            },
+            "totalPanels": len(self.views),
+            "panelCount": len(self.views),
+            "snapshotAt": self.committed_at.isoformat() if self.committed_at else None,
             "gitCommit": self.sha,
             "committedAt": self.committed_at.isoformat() if self.committed_at else None,
             "subject": self.subject,
-            "panelCount": len(self.views),
-            "panels": {
-                panel_id: {"state": view, "version": self.versions.get(panel_id)}
-                for panel_id, view in self.views.items()
-            },
         }
 
 

@@ -447,11 +447,10 @@ async def test_cache_put_get_drop(key: PanelKey, admin: Redis) -> None:
 
     await cache.put(key, stored, 30)
     name = f"state:{key.workspace_id}:{key.panel_id}"
-    assert orjson.loads(await admin.get(name)) == {  # the seed's shape, read by other services
-        "version": 3,
-        "epoch": "e1",
-        "state": {"$state": {"a": [1, "é"]}},
-        "updatedAt": "2026-01-01T00:00:00+00:00",
+    # The design document's shape (Redis Schema), read by other services.
+    assert orjson.loads(await admin.get(name)) == {
+        "$state": {"a": [1, "é"]},
+        "_meta": {"version": 3, "updated_at": "2026-01-01T00:00:00+00:00", "epoch": "e1"},
     }
     assert 0 < await admin.ttl(name) <= 30
     assert await cache.get(key) == stored and cache.hits == 1

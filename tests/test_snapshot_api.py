@@ -204,10 +204,10 @@ def test_the_current_state_of_every_panel(api: httpx.Client) -> None:
     put(api, "a", {"n": 1}, {"sum": 2})
     put(api, "b", {"list": [1, 2]})
     body = api.get("/snapshot").json()
-    assert body["panelCount"] == 2 and body["gitCommit"] is None
+    assert body["totalPanels"] == 2 and body["gitCommit"] is None
     for panel in ("a", "b"):
         view = api.get(f"/{panel}").json()
-        expected = {k: view[k] for k in ("state", "version", "epoch")}
+        expected = {**view["state"], "version": view["version"], "epoch": view["epoch"]}
         assert body["panels"][panel] == expected
 
 
@@ -221,7 +221,7 @@ async def test_reading_a_commit_while_new_commits_are_written(
         sha = old["gitCommitHash"]
         expected = (await http.get("/snapshot", params={"git_commit": sha})).json()
         assert expected["gitCommit"] == sha
-        assert {p: v["state"]["$state"] for p, v in expected["panels"].items()} == {
+        assert {p: v["$state"] for p, v in expected["panels"].items()} == {
             f"p{n}": {"n": n} for n in range(5)
         }
         assert {p: v["version"] for p, v in expected["panels"].items()} == old["panelVersions"]
@@ -396,7 +396,7 @@ def test_a_corrupted_repository_is_reported_and_live_editing_goes_on(
     patch = [{"op": "replace", "path": "/$state/n", "value": 2}]
     assert api.patch("/a", json={"patches": patch}).status_code == 200
     assert api.get("/a").json()["state"]["$state"] == {"n": 2}
-    assert api.get("/snapshot").json()["panels"]["a"]["state"]["$state"] == {"n": 2}
+    assert api.get("/snapshot").json()["panels"]["a"]["$state"] == {"n": 2}
     assert httpx.get(f"{rig.server.http}/ready").status_code == 200
 
 

@@ -51,6 +51,9 @@ def panel_routes() -> list[Route]:
 
 def entry_json(entry: LogEntry) -> dict[str, Any]:
     return {
+        # The entry's id: its version, which no other entry of the panel has (a panel
+        # re-created after a delete goes on counting).
+        "id": entry.version,
         "version": entry.version,
         "previousVersion": entry.version - 1,
         "epoch": entry.epoch,
@@ -64,12 +67,18 @@ def entry_json(entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def write_answer(result: WriteResult, applied: int) -> dict[str, Any]:
+def write_answer(result: WriteResult) -> dict[str, Any]:
+    """The answer every write shares (the design document's `success`, `version`,
+    `updatedAt`; our extras)."""
     return {
+        "success": True,
         "workspaceId": result.key.workspace_id,
         "panelId": result.key.panel_id,
         "version": result.version,
-        "appliedOperations": applied,
+        "previousVersion": result.version - 1 if result.changed else result.version,
+        "epoch": result.epoch,
+        "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
+        "changed": result.changed,
         "merged": result.merged,
         "inversePatch": result.inverse,
     }
@@ -85,14 +94,7 @@ async def get_state(request: Request) -> Response:
     if request.query_params.get("version") is not None:
         version = query_int(request, "version", 0)
         state, current = await panels.read_at(key, version)
-        body: dict[str, Any] = {
-            "workspaceId": key.workspace_id,
-            "panelId": key.panel_id,
-            "state": state.view,
-            "version": version,
-            "epoch": state.epoch,
-            "currentVersion": current,
-        }
+        body: dict[str, Any] = {**state.to_json(), "currentVersion": current}
         return JSONResponse(body, headers={"ETag": f'"{version}"'})
     state = await panels.read(key)
     body = state.to_json()
@@ -128,9 +130,10 @@ async def get_history(request: Request) -> Response:
 
 
 def patch_request(request: Request, raw: Any) -> tuple[Any, dict[str, Any], int | None, bool]:
-    """(patch, body, version, strict) from either content type."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json-patch+json" or isinstance(raw, list):
+    """(patch, body, version, strict): a bare JSON Patch array, or the design document's
+    object `{patches, version, triggeredBy, triggerSource}`, under either content type
+    (`application/json-patch+json` or `application/json`)."""
+    if isinstance(raw, list):
         body: dict[str, Any] = {}
         patch = raw
     elif isinstance(raw, dict):
@@ -177,7 +180,7 @@ async def patch_state(request: Request) -> Response:
                 key.workspace_id, principal.subject
             )
         result = await panels.patch(key, ops, who, version=version, strict=strict, dry_run=dry_run)
-        answer = write_answer(result, len(ops))
+        answer = {**write_answer(result), "appliedPatches": len(ops)}
         if dry_run:
             return 200, {**answer, "dryRun": True, "state": result.after}
         if snapshot is not None:
@@ -205,9 +208,8 @@ async def put_state(request: Request) -> Response:
 
     async def work() -> tuple[int, Any]:
         result = await panels.replace(key, view, who, version=version)
-        answer = write_answer(result, 0)
-        answer["created"] = result.created
-        return (201 if result.created else 200), answer
+        answer = {**write_answer(result), "created": result.created}
+        return 200, answer  # the design document: 200, created or not (`created` says)
 
     return await once(request, principal, work)
 
@@ -255,8 +257,11 @@ async def revert_state(request: Request) -> Response:
                 subject=principal.subject,
             )
         result = await context.panels.revert(key, target, who)
-        answer = write_answer(result, 0)
-        answer["revertedTo"] = target
+        answer = {
+            **write_answer(result),
+            "revertedTo": target,
+            "snapshotId": snapshot.snapshot_id if snapshot is not None else None,
+        }
         if snapshot is not None:
             answer["snapshot"] = snapshot.to_json()
         return 200, answer

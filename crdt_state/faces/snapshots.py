@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from ..auth import Role
 from ..errors import BadRequest, StateError, Unavailable
+from ..model import utcnow
 from ..snapshot_repository import check_sha
 from ..snapshots import SnapshotService
 from .context import context_of
@@ -93,12 +94,14 @@ async def get_snapshot(request: Request) -> Response:
     return JSONResponse(
         {
             "workspaceId": workspace,
-            "gitCommit": None,
-            "panelCount": len(panels),
+            # Each panel as the design document has it: its view's roots, and its version.
             "panels": {
-                p.key.panel_id: {"state": p.view, "version": p.version, "epoch": p.epoch}
-                for p in panels
+                p.key.panel_id: {**p.view, "version": p.version, "epoch": p.epoch} for p in panels
             },
+            "totalPanels": len(panels),
+            "panelCount": len(panels),
+            "snapshotAt": utcnow().isoformat(),
+            "gitCommit": None,  # the live state, not a commit's
         }
     )
 

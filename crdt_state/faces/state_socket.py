@@ -5,7 +5,8 @@ Client → server (text frames, JSON):
     {"type": "unsubscribe", "panelId": "p"}
     {"type": "ping"}
 Server → client:
-    {"type": "state_sync", "panelId", "state", "version", ...}  on subscribe without version
+    {"type": "state_sync", "panelId", "state", "version", "timestamp", ...}  on subscribe
+                                                                    without version
     {"type": "state_update", "panelId", "version", "patch", "triggeredBy", "timestamp", ...}
         every committed version, in order, from any replica (after subscribe with a version:
         first the ones missed, from the log)
@@ -26,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..auth import Role, origin_allowed, websocket_token
 from ..errors import BadRequest, StateError
-from ..model import Notice, PanelKey
+from ..model import Notice, PanelKey, utcnow
 from ..panel_feed import PanelFeed
 from ..ports import Subscription
 from ..status import (
@@ -137,7 +138,9 @@ class StateSession:
             await self.error("bad_request", "'version' must be an integer.", panelId=panel)
             return
         if panel in self.feeds or len(self.feeds) >= MAX_PANELS:
-            await self.error("bad_request", "Already subscribed, or too many panels.")
+            await self.error(
+                "bad_request", "Already subscribed, or too many panels.", panelId=panel
+            )
             return
         key = PanelKey(self.workspace, panel)
         try:
@@ -159,7 +162,15 @@ class StateSession:
             current = await panels.read(key)
             at = current.version
             exact, _ = await panels.read_at(key, at)  # exactly version `at`
-            await self.send({"type": "state_sync", **current.to_json(), "state": exact.view})
+            when = exact.updated_at or current.updated_at or utcnow()
+            await self.send(
+                {
+                    "type": "state_sync",
+                    **current.to_json(),
+                    "state": exact.view,
+                    "timestamp": when.isoformat(),
+                }
+            )
         else:
             current = await panels.read(key)
             if version > current.version:

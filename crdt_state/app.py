@@ -28,7 +28,14 @@ from .faces.yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_soc
 from .idempotency import IdempotencyCache
 from .ids import check_path_ids
 from .jwks import JwksKeys
-from .ports import Fanout, Revocations, SnapshotRepository, StateCache, Store
+from .ports import (
+    Fanout,
+    IdempotencyStore,
+    Revocations,
+    SnapshotRepository,
+    StateCache,
+    Store,
+)
 from .revocations import RevocationList, RevocationService
 from .server import Server
 from .sockets import LiveSockets
@@ -82,6 +89,7 @@ class Adapters:
     cache: StateCache | None
     snapshots: SnapshotRepository
     revocations: Revocations | None = None  # None: the log's, if it keeps them
+    idempotency: IdempotencyStore | None = None  # None: idempotency keys kept per replica
 
 
 def _revocation_store(parts: Adapters) -> Revocations | None:
@@ -141,11 +149,14 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
         log_store = await SqliteUpdateLog.open(settings.data_dir / "crdt-state.sqlite3")
     fanout: Fanout
     cache: StateCache | None = None
+    idempotency: IdempotencyStore | None = None
     if settings.redis_url:
         from adapters.redis import RedisFanout, RedisStateCache
+        from adapters.redis_idempotency import RedisIdempotencyStore
 
         fanout = await RedisFanout.open(settings.redis_url, replica_id)
         cache = await RedisStateCache.open(settings.redis_url)
+        idempotency = await RedisIdempotencyStore.open(settings.redis_url, replica_id)
     else:
         from adapters.local import LocalFanout
 
@@ -153,7 +164,9 @@ async def open_adapters(settings: Settings, replica_id: str) -> Adapters:
     repository = GitSnapshotRepository(
         settings.git_root, push_url_template=settings.git_push_url or None
     )
-    return Adapters(log_store, fanout, cache, repository, revocations=log_store)
+    return Adapters(
+        log_store, fanout, cache, repository, revocations=log_store, idempotency=idempotency
+    )
 
 
 # pycrdt turns a change's values into Python by recursion (its events), one frame per level:
@@ -200,7 +213,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             parts.log,
             parts.fanout,
             origins,
-            IdempotencyCache(),
+            IdempotencyCache(shared=parts.idempotency),
             snapshots=server.snapshots,
             sockets=sockets,
             revocations=revocations,
@@ -218,6 +231,8 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
                 await parts.fanout.close()
                 if parts.cache is not None:
                     await parts.cache.close()
+                if parts.idempotency is not None:
+                    await parts.idempotency.close()
 
     starlette = Starlette(
         routes=[

@@ -124,6 +124,13 @@ class VersionConflict(StateError):
     status = 409
 
 
+class IdempotencyPending(StateError):
+    """A retry whose first request (same Idempotency-Key) still runs on another replica."""
+
+    code = "idempotency_pending"
+    status = 409
+
+
 class CommitPending(Unavailable):
     """Applied, but not yet committed: retry with the same Idempotency-Key for the version."""
 

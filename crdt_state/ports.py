@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from .idempotency import Answer, IdempotencyRecord
 from .model import (
     CacheEntry,
     Change,
@@ -187,6 +188,33 @@ class StateCache(Protocol):
     async def put(self, key: PanelKey, entry: CacheEntry, ttl_seconds: int) -> None: ...
 
     async def drop(self, key: PanelKey) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency records every replica sees (Redis): a claim while a keyed request runs,
+    then its answer (idempotency.py). `key` is a record name (hex digest); `token` names one
+    claim. Failing to reach the store raises Unavailable; the records' TTLs do the cleaning."""
+
+    async def claim(self, key: str, token: str, lease_seconds: float) -> IdempotencyRecord | None:
+        """Atomically: when `key` holds nothing, store a claim for `token` that lapses after
+        `lease_seconds`, and return None; otherwise return what it holds (unchanged)."""
+        ...
+
+    async def refresh(self, key: str, token: str, lease_seconds: float) -> bool:
+        """Extend `token`'s claim to `lease_seconds` from now; False when `key` no longer holds
+        it (lapsed, released, answered)."""
+        ...
+
+    async def complete(self, key: str, token: str, answer: Answer, ttl_seconds: float) -> bool:
+        """Replace the claim by `answer`, kept `ttl_seconds`; False (nothing stored) when `key`
+        holds an answer already: the first answer stays."""
+        ...
+
+    async def release(self, key: str, token: str) -> None:
+        """Drop `token`'s claim (its request failed); anything else under `key` stays."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import uuid
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import WebSocketRoute
 
+from . import shutdown
 from .auth import LOOPBACK, Authenticator, bearer_token
 from .config import Settings
 from .errors import BadRequest, StateError
@@ -40,6 +42,8 @@ from .revocations import RevocationList, RevocationService
 from .server import Server
 from .sockets import LiveSockets
 from .status import CLOSE_BAD_MESSAGE, CLOSE_SERVER_RESTART
+
+log = logging.getLogger(__name__)
 
 
 class App:
@@ -219,9 +223,22 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             revocations=revocations,
             limits=server.limits,
         )
+
+        async def drain() -> None:
+            answered, asked = await server.drain(settings.drain_seconds)
+            closed = sockets.close_all(CLOSE_SERVER_RESTART, "server restarting")
+            log.info(
+                "stopping: %d of %d Yjs clients handed over what they sent; closed %d sockets",
+                answered,
+                asked,
+                closed,
+            )
+
+        stop_draining = shutdown.on_drain(drain)
         try:
             yield
         finally:
+            stop_draining()
             await revocations.close()
             await auth.close()
             await server.close(CLOSE_SERVER_RESTART)

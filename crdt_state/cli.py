@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+from typing import Any
 
 from .config import Settings, environment_help
 
@@ -142,8 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         target = app
     tune_runtime()
-    uvicorn.run(
-        target,  # type: ignore[arg-type]
+    options = dict(
         factory=args.workers > 1,
         workers=args.workers if args.workers > 1 else None,
         host=args.host,
@@ -159,9 +159,33 @@ def _serve(args: argparse.Namespace) -> int:
             uvicorn.config.LOGGING_CONFIG, args.log_level, LOG_FORMAT
         ),
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_seconds)),
     )
+    if args.workers > 1:
+        uvicorn.run(target, **options)  # type: ignore[arg-type]
+    else:
+        _draining_server(uvicorn.Config(target, **options)).run()  # type: ignore[arg-type]
     return 0
+
+
+def _draining_server(config: Any) -> Any:
+    """uvicorn's server, stopping in the order crdt_state/shutdown.py describes: stop
+    accepting, drain (the app's hooks: clients hand over what they sent, sockets close with
+    1012), then uvicorn's own shutdown and the app's lifespan (which flushes the log)."""
+    import socket
+
+    import uvicorn
+
+    from . import shutdown
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()  # no new connection from here on
+            await shutdown.drain()
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
 
 
 def _token(args: argparse.Namespace) -> int:

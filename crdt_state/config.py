@@ -59,6 +59,15 @@ ENVIRONMENT = {
         "revocation_poll_seconds",
         "each replica reads new revocations from the store this often [0.25]",
     ),
+    "CRDT_STATE_DRAIN_SECONDS": (
+        "drain_seconds",
+        "on SIGTERM, wait this long for Yjs clients to hand over what they sent before "
+        "closing their sockets (1012) [5]",
+    ),
+    "CRDT_STATE_SHUTDOWN_SECONDS": (
+        "shutdown_seconds",
+        "on SIGTERM, requests still running after the drain get this long [10]",
+    ),
     "CRDT_STATE_GIT_PUSH_URL": (
         "git_push_url",
         "push each workspace's snapshots to this URL template, e.g. /srv/git/{workspace}.git",
@@ -178,6 +187,8 @@ class Settings:
     allow_tokens_without_exp: bool = False
     max_token_lifetime_seconds: float = 86400.0
     revocation_poll_seconds: float = 0.25
+    drain_seconds: float = 5.0
+    shutdown_seconds: float = 10.0
     git_push_url: str | None = None
     snapshot_interval_seconds: float = 300.0
     allowed_origins: list[str] = field(default_factory=list)

@@ -57,6 +57,10 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None  # only while a send is held up
         self.sent_messages = 0
+        # Sync step 1s sent that the client has not answered (with a step 2) yet, and who
+        # waits for the answers (the server stopping: ask()).
+        self.unanswered = 0
+        self._answered: asyncio.Future[None] | None = None
 
     @property
     def subject(self) -> str:
@@ -118,8 +122,30 @@ class Connection:
         finally:
             self._writer = None
 
+    def ask(self, step1: bytes) -> asyncio.Future[None]:
+        """Send a sync step 1 (the room's state vector); the future resolves once every step 1
+        sent so far is answered and the answers applied (answered()), or the socket closes.
+        Everything the client sent before it read this is then in the room."""
+        if self._answered is None or self._answered.done():
+            self._answered = asyncio.get_running_loop().create_future()
+        answered = self._answered
+        if self._close is not None:
+            answered.set_result(None)
+            return answered
+        self.unanswered += 1
+        self.send(step1)
+        return answered
+
+    def answered(self) -> None:
+        """A sync step 2 from the client was handled (in the room)."""
+        self.unanswered = max(0, self.unanswered - 1)
+        if self.unanswered == 0 and self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)
+
     def close(self, code: int, reason: str = "") -> None:
         """Close the socket after the send in progress; frames still queued are dropped."""
+        if self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)  # no answer will come
         if self._close is None:
             self._close = (code, reason[:120])
             self._queue.clear()

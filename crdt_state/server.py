@@ -5,6 +5,8 @@ assemble it the same way around real adapters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 from .committer import Committer
@@ -17,6 +19,7 @@ from .rate_limits import RateLimits, rate_settings
 from .registry import RoomRegistry
 from .replication import Replication
 from .room import RoomSettings
+from .sessions import ask_for_missing
 from .snapshots import SnapshotService
 
 
@@ -83,6 +86,19 @@ class Server:
         self.replication.start()
         self.registry.start()
         self.snapshots.start()
+
+    async def drain(self, seconds: float) -> tuple[int, int]:
+        """The server is stopping: ask every Yjs client for what its room lacks, and wait (at
+        most `seconds`) until each answer is applied; then what they sent is in the rooms, on
+        its way to the log. (answered, asked)."""
+        waiting: list[asyncio.Future[None]] = []
+        for room in list(self.registry.rooms.values()):
+            if not room.closed:
+                with contextlib.suppress(Exception):  # closing meanwhile: nothing to ask
+                    waiting += await room.call(ask_for_missing, room)
+        if waiting:
+            await asyncio.wait(waiting, timeout=seconds)
+        return sum(f.done() for f in waiting), len(waiting)
 
     async def close(self, close_code: int | None = None) -> None:
         """Stop snapshots, unload every room (closing its clients with `close_code`), send

@@ -54,6 +54,7 @@ class YjsSession:
     def join(self) -> None:
         """Run in the room: say what the server has, and who is here."""
         self.room.peers.connections.add(self.conn)
+        self.conn.unanswered += 1
         self.conn.send(sync_step1(self.room.state_vector()))
         present = self.room.peers.presence.current()
         if present:
@@ -94,6 +95,8 @@ class YjsSession:
                 room.apply(
                     message.payload, conn, self.who, may_write_computed=self.may_write_computed
                 )
+            if message.sync_type == SyncType.STEP2:
+                conn.answered()
         elif message.type == MessageType.AWARENESS:
             if not conn.can_write:
                 room.peers.dropped_read_only += 1
@@ -121,3 +124,12 @@ class YjsSession:
         if not self.conn.closing and self.conn in self.room.peers.connections:
             presence = self.room.peers.presence.current()
             self.conn.send(awareness_message(encode_awareness(presence)))
+
+
+def ask_for_missing(room: Room) -> list[asyncio.Future[None]]:
+    """Run in the room when the server stops: ask every client for what the room lacks (a
+    sync step 1 with the room's state vector; y-websocket and Hocuspocus clients answer with
+    a step 2). Each future resolves once its client's answer is applied, or it closed: then
+    every update the client sent before it read the question is in the room."""
+    question = sync_step1(room.state_vector())
+    return [conn.ask(question) for conn in list(room.peers.connections) if not conn.closing]

@@ -111,6 +111,13 @@ class LiveSockets:
         self.closed_revoked += len(covered)
         return len(covered)
 
+    def close_all(self, code: int, reason: str) -> int:
+        """Close every socket (the server is stopping); how many."""
+        entries = {e for group in self._by_subject.values() for e in group if e.closed is None}
+        for entry in entries:
+            entry.close(code, reason)
+        return len(entries)
+
     def _expire(self, entry: LiveSocket) -> None:
         if entry.closed is None:
             self.closed_expired += 1

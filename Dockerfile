@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # crdt-state's image: `docker build -t crdt-state .` from the repository root.
 #
-# Two stages. `build` turns the source into a wheel and installs it, with its pinned
+# Three stages. `inspector` builds the web inspector's page (Node, from its lock file). `build` turns the source into a wheel and installs it, with its pinned
 # dependencies, into a virtual environment at /opt/crdt-state. The final stage is the same slim
 # Python base plus git (snapshot push and gc), that environment, and a non-root user: no
 # compiler, no pip, no source tree, no tests. Every dependency ships binary wheels for
@@ -15,6 +15,15 @@
 # more than its default 10 s (`-t 30`, `stop_grace_period: 30s`).
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
+ARG NODE_IMAGE=node:20-slim
+
+# The web inspector's bundle (docs/INSPECTOR.md), from its lock file; the wheel carries it.
+FROM ${NODE_IMAGE} AS inspector
+WORKDIR /src/inspector
+COPY inspector/package.json inspector/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY inspector ./
+RUN npm run build
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,6 +35,7 @@ COPY pyproject.toml README.md ./
 COPY crdt_state ./crdt_state
 COPY adapters ./adapters
 COPY migrations ./migrations
+COPY --from=inspector /src/crdt_state/inspector_dist ./crdt_state/inspector_dist
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/crdt-state \
     && /opt/crdt-state/bin/pip install /wheels/crdt_state-*.whl \

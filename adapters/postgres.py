@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from adapters.postgres_maintenance import PostgresMaintenance
 from crdt_state.errors import Unavailable
 from crdt_state.log_rules import (
     BatchPanel,
@@ -43,6 +44,7 @@ from crdt_state.model import (
     SnapshotRecord,
     TriggeredBy,
 )
+from crdt_state.retention import version_compacted
 from crdt_state.revocations import Revocation, RevocationKind
 from migrations import migration_files
 
@@ -133,7 +135,8 @@ _UPSERT_PANEL = """
     RETURNING version, created_at
 """
 _LOAD_HEAD = """
-    SELECT p.epoch, p.version, p.created_by, p.created_at, p.updated_at, c.version, c.state
+    SELECT p.epoch, p.version, p.created_by, p.created_at, p.updated_at, c.version, c.state,
+           p.compacted_through
     FROM panel_states AS p
     LEFT JOIN LATERAL (
         SELECT version, state FROM state_checkpoints AS c
@@ -432,8 +435,9 @@ async def schema_status(dsn: str) -> tuple[int, int]:
         await conn.close()
 
 
-class PostgresUpdateLog:
-    """The UpdateLog port on PostgreSQL, through a pool of asyncpg connections."""
+class PostgresUpdateLog(PostgresMaintenance):
+    """The UpdateLog port on PostgreSQL, through a pool of asyncpg connections; its
+    LogMaintenance (retention, compaction) is in postgres_maintenance.py."""
 
     def __init__(self, pool: asyncpg.Pool, *, close_timeout: float = 10.0) -> None:
         self._pool = pool
@@ -518,7 +522,9 @@ class PostgresUpdateLog:
             )
             if head is None:
                 return None
-            epoch, version, created_by, created_at, updated_at, at, state = head
+            epoch, version, created_by, created_at, updated_at, at, state, compacted = head
+            if until is not None and compacted is not None and until < compacted:
+                raise version_compacted(key, until, compacted)
             info = PanelInfo(key, epoch, version, created_by, created_at, updated_at)
             checkpoint = None if at is None else Checkpoint(version=at, state=state)
             tail = await conn.fetch(
@@ -570,36 +576,40 @@ class PostgresUpdateLog:
         matching = (
             " FROM state_history WHERE workspace_id = $1 AND panel_id = $2"
             " AND ($3::timestamptz IS NULL OR occurred_at >= $3)"
-            " AND ($4::timestamptz IS NULL OR occurred_at <= $4)"
+            " AND ($4::timestamptz IS NULL OR occurred_at <= $4) AND version > $5"
         )
         # The page and the total from one snapshot.
         async with self._transaction(isolation="repeatable_read", readonly=True) as conn:
+            row = await conn.fetchrow(
+                "SELECT version, coalesce(history_through, 0) FROM panel_states"
+                " WHERE workspace_id = $1 AND panel_id = $2",
+                key.workspace_id,
+                key.panel_id,
+            )
+            version, dropped = (0, 0) if row is None else row
             if since is None and until is None:
-                # Versions are gapless from 1 and never removed: the panel's version is the
-                # count, and the page is a range of the primary key (no count, no OFFSET scan).
-                total = await conn.fetchval(
-                    "SELECT version FROM panel_states WHERE workspace_id = $1 AND panel_id = $2",
-                    key.workspace_id,
-                    key.panel_id,
-                )
-                total = total or 0
+                # Versions are gapless from 1 and only the oldest are ever removed (up to
+                # history_through): the count is known, and the page is a range of the
+                # primary key (no count, no OFFSET scan).
                 rows = await conn.fetch(
                     f"SELECT {_ENTRY_COLUMNS} FROM state_history"
                     " WHERE workspace_id = $1 AND panel_id = $2 AND version <= $3"
-                    " ORDER BY version DESC LIMIT $4",
+                    " AND version > $4 ORDER BY version DESC LIMIT $5",
                     key.workspace_id,
                     key.panel_id,
-                    total - max(offset, 0),
+                    version - max(offset, 0),
+                    dropped,
                     max(limit, 0),
                 )
-                return [_entry(row) for row in rows], total
+                return [_entry(row) for row in rows], version - dropped
             rows = await conn.fetch(
-                f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT $5 OFFSET $6",
+                f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT $6 OFFSET $7",
                 *where,
+                dropped,
                 max(limit, 0),
                 max(offset, 0),
             )
-            total = await conn.fetchval(f"SELECT count(*){matching}", *where)
+            total = await conn.fetchval(f"SELECT count(*){matching}", *where, dropped)
         return [_entry(row) for row in rows], total
 
     async def save_checkpoint(self, key: PanelKey, epoch: str, checkpoint: Checkpoint) -> None:

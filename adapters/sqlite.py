@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from adapters.sqlite_maintenance import SqliteMaintenance
 from crdt_state.errors import Unavailable
 from crdt_state.log_rules import (
     BatchPanel,
@@ -43,6 +44,7 @@ from crdt_state.model import (
     TriggeredBy,
     utcnow,
 )
+from crdt_state.retention import version_compacted
 from crdt_state.revocations import Revocation, RevocationKind
 from migrations import migration_files
 
@@ -74,7 +76,7 @@ _ENTRY_COLUMNS = """
     version, epoch, "update", change_type, triggered_by, trigger_source, subject, patch,
     occurred_at
 """
-_PANEL_COLUMNS = "epoch, version, created_by, created_at, updated_at, deleted_at"
+_PANEL_COLUMNS = "epoch, version, created_by, created_at, updated_at, deleted_at, compacted_through"
 
 
 def _micros(moment: datetime) -> int:
@@ -181,8 +183,9 @@ def _migrate(db: sqlite3.Connection) -> None:
             )
 
 
-class SqliteUpdateLog:
-    """The UpdateLog port on one SQLite file (WAL, synchronous=FULL)."""
+class SqliteUpdateLog(SqliteMaintenance):
+    """The UpdateLog port on one SQLite file (WAL, synchronous=FULL); its LogMaintenance
+    (retention, compaction) is in sqlite_maintenance.py."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -395,7 +398,9 @@ class SqliteUpdateLog:
             ).fetchone()
             if row is None or row[5] is not None:
                 return None
-            epoch, version, created_by, created_at, updated_at, _ = row
+            epoch, version, created_by, created_at, updated_at, _, compacted = row
+            if until is not None and compacted is not None and until < compacted:
+                raise version_compacted(key, until, compacted)
             info = PanelInfo(
                 key, epoch, version, created_by, _moment(created_at), _moment(updated_at)
             )
@@ -436,25 +441,27 @@ class SqliteUpdateLog:
     ) -> tuple[list[LogEntry], int]:
         matching = (
             " FROM state_history WHERE workspace_id = ? AND panel_id = ?"
-            " AND occurred_at >= ? AND occurred_at <= ?"
+            " AND occurred_at >= ? AND occurred_at <= ? AND version > ?"
         )
-        where = (key.workspace_id, key.panel_id, *window)
         with _transaction(db, "BEGIN"):  # the page and the total from one snapshot
+            row = db.execute(
+                "SELECT version, coalesce(history_through, 0) FROM panels"
+                " WHERE workspace_id = ? AND panel_id = ?",
+                (key.workspace_id, key.panel_id),
+            ).fetchone()
+            version, dropped = (0, 0) if row is None else row
+            where = (key.workspace_id, key.panel_id, *window, dropped)
             if window == (-_NO_LIMIT, _NO_LIMIT):
-                # Versions are gapless from 1 and never removed: the panel's version is the
-                # count, and the page is a range of the primary key (no count, no OFFSET scan).
-                row = db.execute(
-                    "SELECT version FROM panels WHERE workspace_id = ? AND panel_id = ?",
-                    (key.workspace_id, key.panel_id),
-                ).fetchone()
-                total = 0 if row is None else row[0]
+                # Versions are gapless from 1 and only the oldest are ever removed (up to
+                # history_through): the count is known, and the page is a range of the
+                # primary key (no count, no OFFSET scan).
                 rows = db.execute(
                     f"SELECT {_ENTRY_COLUMNS} FROM state_history"
-                    " WHERE workspace_id = ? AND panel_id = ? AND version <= ?"
+                    " WHERE workspace_id = ? AND panel_id = ? AND version <= ? AND version > ?"
                     " ORDER BY version DESC LIMIT ?",
-                    (key.workspace_id, key.panel_id, total - offset, limit),
+                    (key.workspace_id, key.panel_id, version - offset, dropped, limit),
                 ).fetchall()
-                return [_entry(row) for row in rows], total
+                return [_entry(row) for row in rows], version - dropped
             rows = db.execute(
                 f"SELECT {_ENTRY_COLUMNS}{matching} ORDER BY version DESC LIMIT ? OFFSET ?",
                 (*where, limit, offset),

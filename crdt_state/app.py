@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,23 +14,28 @@ from typing import cast
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 
-from . import shutdown
+from . import log_format, shutdown
 from .auth import LOOPBACK, Authenticator, bearer_token
 from .config import Settings
 from .errors import BadRequest, StateError
 from .faces.admin import admin_routes
+from .faces.ai_context import context_routes
+from .faces.api_docs import api_docs_routes
 from .faces.context import Context
 from .faces.health import health_routes
-from .faces.http import JSONResponse, state_error
+from .faces.http import JSONResponse, http_error, internal_error, state_error
+from .faces.inspect import inspect_routes
 from .faces.rest import panel_routes
 from .faces.snapshots import snapshot_routes
 from .faces.state_socket import state_socket
-from .faces.yjs_socket import Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
+from .faces.yjs_socket import Message, Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
 from .idempotency import IdempotencyCache
 from .ids import check_path_ids
 from .jwks import JwksKeys
+from .metrics import UNMATCHED, Metrics
 from .ports import (
     Fanout,
     IdempotencyStore,
@@ -52,20 +58,61 @@ class App:
     Every request passes one gate first: the ids in its path (REST, snapshots, both sockets)
     follow the one rule of ids.py, checked on the raw path bytes (400 `bad_request`, or a
     socket closed with 4400); and a bearer token signed with a key the JWKS lacks makes the
-    key set be read again before the (synchronous) token check."""
+    key set be read again before the (synchronous) token check.
 
-    def __init__(self, starlette: Starlette, auth: Authenticator | None = None) -> None:
+    Every HTTP request is observed (`_observed`): its id, its latency. WebSockets are not
+    (each face binds its connection's ids and counts what it refuses)."""
+
+    def __init__(
+        self,
+        starlette: Starlette,
+        auth: Authenticator | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.starlette = starlette
         self.state = starlette.state
         self.auth = auth
+        self.metrics = metrics or Metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            return await self._observed(scope, receive, send)
+        await self._serve(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request: its id (the client's X-Request-ID when sane, else a new one) on
+        every log line it causes (uvicorn's access line too) and on its answer; its latency
+        by method, route template and status (crdt_state/metrics.py)."""
+        request_id = log_format.request_id_of(Headers(scope=scope).get("x-request-id"))
+        status = 500  # a request that fails before it answers
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+                log_format.bind_path(scope.get("path_params"))  # routed by now
+            await send(message)
+
+        started = time.perf_counter()
+        with log_format.bound(
+            request_id=request_id, connection_id=None, workspace_id=None, panel_id=None
+        ):
+            try:
+                await self._serve(scope, receive, answer)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                seconds = time.perf_counter() - started
+                self.metrics.request(scope["method"], route, status, seconds)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind in ("http", "websocket"):
             try:
                 check_path_ids(scope)
             except ValueError as exc:
-                return await _refuse_ids(scope, receive, send, str(exc))
+                return await _refuse_ids(scope, receive, send, str(exc), self.metrics)
         if kind == "http" and self.auth is not None and self.auth.keys is not None:
             await self.auth.prepare(bearer_token(Headers(scope=scope).get("authorization")))
         if kind == "websocket":
@@ -76,11 +123,15 @@ class App:
         await self.starlette(scope, receive, send)
 
 
-async def _refuse_ids(scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+async def _refuse_ids(
+    scope: Scope, receive: Receive, send: Send, reason: str, metrics: Metrics
+) -> None:
     if scope["type"] == "http":
         error = BadRequest(reason)
+        metrics.refuse("rest", error.code)
         await JSONResponse(error.to_json(), status_code=error.status)(scope, receive, send)
         return
+    metrics.refuse_close("yjs" if yjs_path(scope["path"]) else "json", CLOSE_BAD_MESSAGE)
     socket = YjsSocket(scope, receive, send, "", "")
     await socket.accept()  # then close: the client sees the code (a refused upgrade hides it)
     await socket.close(CLOSE_BAD_MESSAGE, reason[:120])
@@ -184,6 +235,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
     revoked = RevocationList()
     auth = authenticator(settings, revoked)
     sockets = LiveSockets(covering=revoked.covering)
+    metrics = Metrics()  # this app's series (/metrics), in a registry of its own
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -205,6 +257,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             settings,
             cache=parts.cache,
             replica_id=replica_id,
+            metrics=metrics,
         )
         server.start()
         origins = list(settings.allowed_origins) + ([LOOPBACK] if settings.dev else [])
@@ -222,6 +275,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             sockets=sockets,
             revocations=revocations,
             limits=server.limits,
+            metrics=metrics,
         )
 
         async def drain() -> None:
@@ -254,15 +308,22 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
     starlette = Starlette(
         routes=[
             *health_routes(),
+            *api_docs_routes(),
             *admin_routes(),
             *snapshot_routes(),
+            *context_routes(),
+            *inspect_routes(),
             *panel_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
-        exception_handlers={StateError: state_error},
+        exception_handlers={
+            StateError: state_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
         lifespan=lifespan,
     )
-    return App(starlette, auth)
+    return App(starlette, auth, metrics)
 
 
 def app_from_environment() -> App:

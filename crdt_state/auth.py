@@ -419,13 +419,14 @@ def _normalise_origin(origin: str) -> tuple[str, str, int | None] | None:
     return scheme, host, port
 
 
-def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
+def origin_allowed(origin: str | None, allowed: Sequence[str], host: str | None = None) -> bool:
     """Whether a browser page at ``origin`` may use this server.
 
-    A missing Origin (a non-browser client) is allowed — its token is still checked. ``"*"``
-    allows every origin. ``"loopback"`` allows pages on localhost / 127.0.0.0/8 / [::1] on any
-    port (dev mode). Other entries match scheme://host[:port] exactly, ignoring case and
-    default ports; an explicitly listed loopback origin matches too.
+    A missing Origin (a non-browser client) is allowed — its token is still checked. A page of
+    this server's own origin (its host and port are the request's ``Host``: the inspector) is
+    allowed. ``"*"`` allows every origin. ``"loopback"`` allows pages on localhost /
+    127.0.0.0/8 / [::1] on any port (dev mode). Other entries match scheme://host[:port]
+    exactly, ignoring case and default ports; an explicitly listed loopback origin matches too.
     """
     if origin is None:
         return True
@@ -434,6 +435,8 @@ def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
     parsed = _normalise_origin(origin)
     if parsed is None:
         return False
+    if host and _normalise_origin(f"{parsed[0]}://{host}") == parsed:
+        return True
     if LOOPBACK in allowed and parsed[0] in _DEFAULT_PORTS and is_loopback_host(parsed[1]):
         return True
     return any(parsed == _normalise_origin(entry) for entry in allowed if entry != LOOPBACK)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .errors import Unavailable
@@ -54,6 +56,8 @@ class Committer:
         self.healthy = True
         self.committed = 0
         self.batches = 0
+        # Told (changes, seconds) of each transaction that wrote changes (crdt_state/metrics.py).
+        self.observe_batch: Callable[[int, float], None] | None = None
 
     def start(self, probe_seconds: float = 1.0) -> None:
         self._task = asyncio.create_task(self._run(), name="committer")
@@ -157,6 +161,7 @@ class Committer:
     ) -> None:
         backoff = 0.05
         while True:
+            started = time.perf_counter()
             try:
                 versions = await self.log.append(
                     [change for change, _ in batch], views=[view for view, _ in views]
@@ -189,6 +194,8 @@ class Committer:
                 return
             self.batches += 1
             self.committed += len(batch)
+            if self.observe_batch is not None:
+                self.observe_batch(len(batch), time.perf_counter() - started)
             for (_, future), version in zip(batch, versions, strict=True):
                 if not future.done():
                     future.set_result(version)

@@ -14,6 +14,12 @@ ENVIRONMENT = {
     ),
     "DATABASE_URL": ("database_url", "PostgreSQL URL; unset: the embedded SQLite store"),
     "REDIS_URL": ("redis_url", "Redis URL for multi-replica fan-out; unset: in-process"),
+    "REDIS_HOST": (
+        "redis_host",
+        "without REDIS_URL: Redis at this host (and REDIS_PORT [6379]), as the Nexus design's "
+        "deployment sets it",
+    ),
+    "REDIS_PORT": ("redis_port", "with REDIS_HOST: its port [6379]"),
     "GIT_WORKSPACE_ROOT": ("git_workspace_root", "Git snapshot repositories [DATA_DIR/git]"),
     "JWT_SECRET_KEY": ("jwt_secret_key", "HS256 secret for bearer tokens (>= 32 bytes)"),
     "CRDT_STATE_JWKS_URL": (
@@ -81,6 +87,20 @@ ENVIRONMENT = {
         "comma-separated Origins allowed to open WebSockets ('*' for any)",
     ),
     "CRDT_STATE_CHECKPOINT_EVERY": ("checkpoint_every", "versions between checkpoints [1000]"),
+    "CRDT_STATE_HISTORY_DAYS": (
+        "history_days",
+        "history rows (patch, attribution, time) older than this are removed by compaction; "
+        "unset: kept forever (docs/RETENTION.md)",
+    ),
+    "CRDT_STATE_TIME_TRAVEL_DAYS": (
+        "time_travel_days",
+        "?version=N, revert and stale patches reach versions this young; older Yjs updates are "
+        "folded into a checkpoint by compaction; unset: as CRDT_STATE_HISTORY_DAYS",
+    ),
+    "CRDT_STATE_COMPACT_INTERVAL_SECONDS": (
+        "compact_interval_seconds",
+        "the server compacts the log (as `crdt-state compact`) this often; 0: never [86400]",
+    ),
     "CRDT_STATE_COMMIT_WINDOW_MS": (
         "commit_window_ms",
         "group-commit window of live Yjs updates in ms (REST writes commit at once) [10]",
@@ -158,6 +178,15 @@ ENVIRONMENT = {
         "room_idle_seconds",
         "an unused room is unloaded after this long [30]",
     ),
+    "CRDT_STATE_INSPECTOR": (
+        "inspector",
+        "serve the web inspector at /inspect (docs/INSPECTOR.md): 1 or 0 [on with --dev, else off]",
+    ),
+    "CRDT_STATE_LOG_FORMAT": (
+        "log_format",
+        "log lines: text (readable) or json (one object per line, with request, connection "
+        "and panel ids) [text]",
+    ),
 }
 
 
@@ -174,6 +203,8 @@ class Settings:
     data_dir: Path = Path("crdt-state-data")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
     git_workspace_root: Path | None = None
     jwt_secret_key: str | None = None
     jwks_url: str | None = None
@@ -193,6 +224,9 @@ class Settings:
     snapshot_interval_seconds: float = 300.0
     allowed_origins: list[str] = field(default_factory=list)
     checkpoint_every: int = 1000
+    history_days: float | None = None  # None: forever
+    time_travel_days: float | None = None  # None: as history_days
+    compact_interval_seconds: float = 86400.0
     commit_window_ms: float = 10.0
     ws_deflate: bool = False
     max_message_bytes: int = 32 * 1024 * 1024
@@ -212,6 +246,8 @@ class Settings:
     rate_yjs_bytes: float = 4 * 1024 * 1024
     rate_awareness: float = 60.0
     rate_panel_creations: float = 600.0
+    log_format: str = "text"  # or "json" (crdt_state/log_format.py)
+    inspector: bool | None = None  # None: as `dev` (see inspector_enabled)
     dev: bool = False
 
     @classmethod
@@ -232,9 +268,9 @@ class Settings:
                     value = [item.strip() for item in raw.split(",") if item.strip()]
                 elif kind == "int":
                     value = int(raw)
-                elif kind == "float":
+                elif kind in ("float", "float | None"):
                     value = float(raw)
-                elif kind == "bool":
+                elif kind in ("bool", "bool | None"):
                     if raw.lower() not in _BOOLEANS:
                         raise ValueError(raw)
                     value = _BOOLEANS[raw.lower()]
@@ -243,11 +279,18 @@ class Settings:
             except ValueError:
                 raise SystemExit(f"{name}={raw!r} is not a valid {kind}") from None
             setattr(settings, attribute, value)
+        if not settings.redis_url and settings.redis_host:
+            settings.redis_url = f"redis://{settings.redis_host}:{settings.redis_port}/0"
         return settings
 
     @property
     def git_root(self) -> Path:
         return self.git_workspace_root or self.data_dir / "git"
+
+    @property
+    def inspector_enabled(self) -> bool:
+        """/inspect is served: CRDT_STATE_INSPECTOR when set, else in dev mode only."""
+        return self.dev if self.inspector is None else self.inspector
 
 
 def environment_help() -> str:

@@ -70,6 +70,16 @@ class Connection:
     def closing(self) -> bool:
         return self._close is not None
 
+    @property
+    def close_code(self) -> int | None:
+        """The code the server closes (or closed) this socket with; None while open."""
+        return self._close[0] if self._close is not None else None
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting behind a held-up send (/metrics)."""
+        return self._queued_bytes
+
     def send(self, data: bytes) -> None:
         """Send a frame now, or queue it behind a send that is held up; never blocks.
         Disconnects a client that does not keep up."""

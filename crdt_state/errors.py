@@ -40,6 +40,18 @@ class PanelNotFound(StateError):
     status = 404
 
 
+class NotFound(StateError):
+    """A path that is no endpoint of this server."""
+
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(StateError):
+    code = "method_not_allowed"
+    status = 405
+
+
 class StaleEpoch(StateError):
     """The panel was deleted or re-created since the caller loaded it."""
 

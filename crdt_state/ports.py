@@ -9,9 +9,10 @@ the same adapter object.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .idempotency import Answer, IdempotencyRecord
 from .model import (
@@ -30,6 +31,11 @@ from .model import (
 )
 from .revocations import Revocation
 from .snapshot_repository import CommitInfo, CommitResult, Trailers, WorkspaceSnapshot
+
+if TYPE_CHECKING:
+    from .model import JSONPatch
+    from .retention import CompactionPlan
+    from .transfer_format import PanelRecord, StoredCheckpoint, TransferEntry
 
 
 class UpdateLog(Protocol):
@@ -57,7 +63,8 @@ class UpdateLog(Protocol):
     async def load(self, key: PanelKey, until: int | None = None) -> LoadedPanel | None:
         """The newest checkpoint at or before `until` (default: latest) of the current
         epoch, and the log entries after it up to `until`. None for a missing or deleted
-        panel."""
+        panel. VersionCompacted (retention.py) when `until` is before the panel's fold
+        point: the updates it would replay were folded into a later checkpoint."""
         ...
 
     async def read(
@@ -125,6 +132,114 @@ class Probe(Protocol):
     async def ping(self) -> None:
         """Raise if the store cannot be reached (readiness, and refusing writes up front)."""
         ...
+
+
+class LogMaintenance(Protocol):
+    """Retention and compaction of the log (docs/RETENTION.md; compaction.py runs them).
+    Usually the log adapter object. Every method is safe while replicas append and load."""
+
+    async def maintained_panels(
+        self, workspace_id: str | None = None, panel_id: str | None = None
+    ) -> list[PanelKey]:
+        """Every panel (deleted ones too) of the store, of `workspace_id`, or just that one,
+        by workspace and panel id."""
+        ...
+
+    async def inspect(
+        self,
+        key: PanelKey,
+        *,
+        fold_before: datetime | None,
+        drop_before: datetime | None,
+        measure: bool = False,
+    ) -> CompactionPlan | None:
+        """What compacting the panel would do: fold the updates up to the newest checkpoint
+        of its current epoch whose version occurred before `fold_before` (a deleted panel:
+        all of them once deleted before it), drop the rows up to the newest version before
+        `drop_before` and no later than that; None: no folding, no dropping. `measure`: also
+        what it stores now and would store then (reads every row). None for no panel."""
+        ...
+
+    async def keep_patches(self, key: PanelKey, patches: Mapping[int, JSONPatch]) -> None:
+        """Store these patches (by version) in rows that have none."""
+        ...
+
+    async def compact(self, plan: CompactionPlan, after: int, until: int) -> tuple[int, int]:
+        """Carry out `plan` for the versions (after, until], in one transaction: first mark
+        the plan's fold and drop points on the panel (CompactionConflict, nothing done, when
+        the fold point's checkpoint is gone from a live panel of the plan's epoch), then
+        remove the rows up to the drop point and empty the updates up to the fold point.
+        (rows folded, rows removed)."""
+        ...
+
+    async def prune_checkpoints(self, key: PanelKey) -> int:
+        """Remove the panel's checkpoints nothing can load: before its fold point, of
+        earlier epochs, all of a deleted panel. How many."""
+        ...
+
+    async def reclaim(self) -> None:
+        """Give freed space back (SQLite: VACUUM, which holds the write lock while it
+        rewrites the file; PostgreSQL: VACUUM of the log's tables)."""
+        ...
+
+
+class WorkspaceReader(Protocol):
+    """One workspace as one consistent snapshot of the store (LogTransfer.read_workspace)."""
+
+    panels: list[PanelRecord]  # every panel of the workspace, deleted ones too, by panel id
+
+    def checkpoints(self, panel: PanelRecord) -> AsyncGenerator[StoredCheckpoint, None]:
+        """The checkpoints a load can use: of the panel's current epoch, from its fold point
+        on, by version (none for a deleted panel)."""
+        ...
+
+    def entries(self, key: PanelKey, page: int) -> AsyncGenerator[list[TransferEntry], None]:
+        """Every history row the panel keeps (all epochs), oldest first, `page` at a time."""
+        ...
+
+
+class WorkspaceWriter(Protocol):
+    """Rows of one workspace written as given, in one transaction (LogTransfer.write_workspace):
+    a panel first, then its checkpoints, history rows and view."""
+
+    replaced: list[str]  # the panel ids the workspace had before (removed: `replace`)
+
+    async def panel(self, record: PanelRecord) -> None: ...
+
+    async def checkpoint(self, key: PanelKey, checkpoint: StoredCheckpoint) -> None: ...
+
+    async def entries(self, key: PanelKey, entries: Sequence[TransferEntry]) -> None:
+        """History rows as they are: versions, epochs, change ids, times, attribution."""
+        ...
+
+    async def view(self, view: PanelView) -> None:
+        """The stored view, as ReadModel.save_view keeps it."""
+        ...
+
+    async def load(self, key: PanelKey) -> LoadedPanel | None:
+        """As UpdateLog.load (latest), reading what this transaction wrote."""
+        ...
+
+
+class LogTransfer(Protocol):
+    """Whole workspaces out of and into a store, row for row, below the log's numbering
+    (transfer.py: `crdt-state export` / `import`). Not for the serving path."""
+
+    kind: str  # the store: "sqlite" or "postgres"
+
+    def read_workspace(self, workspace_id: str) -> AbstractAsyncContextManager[WorkspaceReader]:
+        """A read-only snapshot of the workspace, for the block."""
+        ...
+
+    def write_workspace(
+        self, workspace_id: str, *, replace: bool
+    ) -> AbstractAsyncContextManager[WorkspaceWriter]:
+        """One transaction, committed when the block ends and rolled back when it raises.
+        WorkspaceExists when the workspace has a panel row (a deleted panel too) unless
+        `replace`, which removes every row of the workspace first."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 FanoutCallback = Callable[[FanoutMessage], Awaitable[None] | None]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .document import PanelDoc, new_epoch
 from .errors import PanelNotFound
+from .log_format import in_panel_context
 from .materializer import Materializer
 from .model import Change, ChangeType, PanelInfo, PanelKey, TriggeredBy
 from .pipeline import Pipeline
@@ -93,7 +94,19 @@ class RoomRegistry:
             state = panel.doc.get_update()
             guard = UpdateGuard(server_clients=[panel.doc.client_id])
             await asyncio.to_thread(guard.learn, state)
-            room = Room(key, panel, info, self.pipeline, self.settings, guard, state)
+            # Its task logs the panel's ids, not those of the request or socket loading it.
+            room = in_panel_context(
+                key.workspace_id,
+                key.panel_id,
+                Room,
+                key,
+                panel,
+                info,
+                self.pipeline,
+                self.settings,
+                guard,
+                state,
+            )
             self.rooms[key] = room
             self.materializer.open(room, checkpoint_version)
             await self.replication.attach(room, caught_up=info.version)

@@ -81,8 +81,15 @@ class Replication:
         self._outbox_ready = asyncio.Event()
         self._drained = asyncio.Event()  # clear while messages wait to be published
         self._drained.set()
-        self._catch_up: asyncio.Queue[tuple[PanelKey, int, int | None]] = asyncio.Queue()
+        # (key, after, until, trigger, when asked): see request_catch_up.
+        self._catch_up: asyncio.Queue[tuple[PanelKey, int, int | None, str, float]] = (
+            asyncio.Queue()
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        # Told (crdt_state/metrics.py) the seconds between a change made on another replica
+        # and its commit notice arriving here, and how long each catch-up took (trigger, s).
+        self.observe_lag: Callable[[float], None] | None = None
+        self.observe_catch_up: Callable[[str, float], None] | None = None
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._publisher(), name="fanout publisher"))
@@ -107,7 +114,7 @@ class Replication:
         )
         await self._watch(room.key.workspace_id)
         # What another replica published between our load and our subscription.
-        self.request_catch_up(room.key, caught_up, None)
+        self.request_catch_up(room.key, caught_up, None, "load")
         # Ask the replicas that hold this panel too for their clients' presence.
         self._queue_live(room.key, FanoutKind.AWARENESS, b"")
 
@@ -160,9 +167,15 @@ class Replication:
         remote = self._attached.get(room.key)
         if remote is None or room.closed:
             return
+        asked = time.monotonic()
         entries = await self.log.read(room.key, after=remote.caught_up, limit=CATCH_UP_LIMIT)
         for start in range(0, len(entries), CATCH_UP_CHUNK):
             await room.call(self._apply_entries, remote, entries[start : start + CATCH_UP_CHUNK])
+        self._caught_up("join", asked)
+
+    def _caught_up(self, trigger: str, asked: float) -> None:
+        if self.observe_catch_up is not None:
+            self.observe_catch_up(trigger, time.monotonic() - asked)
 
     def _queue_live(self, key: PanelKey, kind: FanoutKind, payload: bytes) -> None:
         if self.fanout.may_reach_others(key):  # one process: nobody else listens
@@ -246,6 +259,8 @@ class Replication:
     async def _on_notice(self, notice: Notice) -> None:
         if notice.replica == self.replica_id:
             return
+        if self.observe_lag is not None:  # wall clocks of two machines: skew clamped at 0
+            self.observe_lag(max(0.0, time.time() - notice.occurred_at.timestamp()))
         remote = self._attached.get(notice.key)
         if remote is not None and not remote.room.closed:
             await remote.room.submit(self._numbered, remote, notice)
@@ -282,17 +297,21 @@ class Replication:
     def _on_reconnected(self) -> None:
         log.info("fan-out reconnected: catching up every live room from the log")
         for key, remote in self._attached.items():
-            self.request_catch_up(key, remote.caught_up, None)
+            self.request_catch_up(key, remote.caught_up, None, "reconnect")
 
     # -- catching up from the log ------------------------------------------------------------
 
-    def request_catch_up(self, key: PanelKey, after: int, until: int | None) -> None:
-        """Have a room apply the log entries (after, until] it may have missed (idempotent)."""
-        self._catch_up.put_nowait((key, after, until))
+    def request_catch_up(
+        self, key: PanelKey, after: int, until: int | None, trigger: str = "gap"
+    ) -> None:
+        """Have a room apply the log entries (after, until] it may have missed (idempotent).
+        `trigger` says why (load, gap, reconnect): the catch-up time is observed by it."""
+        self._catch_up.put_nowait((key, after, until, trigger, time.monotonic()))
 
     async def _catch_up_worker(self) -> None:
         while True:
-            key, after, until = await self._catch_up.get()
+            request = await self._catch_up.get()
+            key, after, until, trigger, asked = request
             remote = self._attached.get(key)
             if remote is None or remote.room.closed:
                 continue
@@ -305,7 +324,9 @@ class Replication:
             except Exception as exc:
                 log.warning("catching up %s from the log failed: %r; retrying", key, exc)
                 await asyncio.sleep(0.5)
-                self._catch_up.put_nowait((key, after, until))
+                self._catch_up.put_nowait(request)
+            else:
+                self._caught_up(trigger, asked)
 
     @staticmethod
     def _apply_entries(remote: _Remote, entries: list[LogEntry]) -> None:

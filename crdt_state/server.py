@@ -1,15 +1,17 @@
 """The core of one replica, assembled from the ports it is given: the group committer,
-replication, the materializer, the post-commit path, the rooms, the panel service and the
-snapshot service. The composition root (app.py) chooses the adapters and hands them in; tests
-assemble it the same way around real adapters."""
+replication, the materializer, the post-commit path, the rooms, the panel service, the
+snapshot service and the compaction schedule. The composition root (app.py) chooses the
+adapters and hands them in; tests assemble it the same way around real adapters."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
+from typing import TYPE_CHECKING
 
 from .committer import Committer
+from .compaction import CompactionSchedule, Compactor, maintenance_of
 from .config import Settings
 from .materializer import Materializer
 from .panels import PanelService
@@ -18,9 +20,13 @@ from .ports import Fanout, SnapshotRepository, StateCache, Store
 from .rate_limits import RateLimits, rate_settings
 from .registry import RoomRegistry
 from .replication import Replication
+from .retention import RetentionPolicy
 from .room import RoomSettings
 from .sessions import ask_for_missing
 from .snapshots import SnapshotService
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 
 class Server:
@@ -33,6 +39,7 @@ class Server:
         *,
         cache: StateCache | None = None,
         replica_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.fanout = fanout
@@ -80,12 +87,26 @@ class Server:
             interval_seconds=settings.snapshot_interval_seconds,
         )
         self.pipeline.workspace_changed = self.snapshots.mark_changed
+        if metrics is not None:  # its series (crdt_state/metrics.py) observe this core
+            metrics.attach(self)
+        # Retention (docs/RETENTION.md): the store's maintenance side, on a schedule.
+        maintenance = maintenance_of(store)
+        policy = RetentionPolicy.of_days(settings.history_days, settings.time_travel_days)
+        self.compaction = (
+            None
+            if maintenance is None
+            else CompactionSchedule(
+                Compactor(maintenance, store, policy), settings.compact_interval_seconds
+            )
+        )
 
     def start(self, *, probe_seconds: float = 1.0) -> None:
         self.committer.start(probe_seconds)
         self.replication.start()
         self.registry.start()
         self.snapshots.start()
+        if self.compaction is not None:
+            self.compaction.start()
 
     async def drain(self, seconds: float) -> tuple[int, int]:
         """The server is stopping: ask every Yjs client for what its room lacks, and wait (at
@@ -103,6 +124,8 @@ class Server:
     async def close(self, close_code: int | None = None) -> None:
         """Stop snapshots, unload every room (closing its clients with `close_code`), send
         what replication still holds, commit what is pending. Adapters stay open."""
+        if self.compaction is not None:
+            await self.compaction.close()
         await self.snapshots.close()
         await self.registry.close(close_code)
         await self.replication.close()

@@ -489,3 +489,14 @@ def test_the_token_command_mints_expiring_revocable_tokens(
     assert main(["token", "--sub", "a", "--ttl", "0"]) == 2
     assert main(["token", "--sub", "a", "--ttl", "86401"]) == 2
     assert "CRDT_STATE_MAX_TOKEN_LIFETIME_SECONDS" in capsys.readouterr().err
+
+
+def test_a_page_of_the_servers_own_origin_is_allowed() -> None:
+    """The inspector's page opens its socket from the server's own origin: its host and port
+    are the request's Host, whatever the allow-list says. Another origin is not."""
+    assert origin_allowed("http://state.example:8001", [], "state.example:8001")
+    assert origin_allowed("https://state.example", [], "state.example")
+    assert origin_allowed("https://state.example", [], "state.example:443")
+    assert not origin_allowed("https://evil.example", [], "state.example")
+    assert not origin_allowed("http://state.example:8002", [], "state.example:8001")
+    assert not origin_allowed("http://state.example", [], None)

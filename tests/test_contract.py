@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -23,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from . import redis_server
 from .conftest import token
+from .openapi_check import check_response
 from .server import ServerProcess
 
 WS = "ws_456"
@@ -61,14 +63,17 @@ def error(answer: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def nexus_state(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[ServerProcess]:
-    """One server as the document deploys it: PostgreSQL, Redis, Git snapshots."""
+    """One server as the document deploys it (its Phase 3 Deployment's variables):
+    PostgreSQL, Redis by host and port, Git snapshots under GIT_WORKSPACE_ROOT."""
     root = tmp_path_factory.mktemp("contract")
-    remotes = root / "remotes"
-    remotes.mkdir()
+    redis = urlsplit(redis_server.url())
+    assert redis.path in ("", "/", "/0"), "the design names no Redis database: it is 0"
     env = {
         "DATABASE_URL": pg_dsn,
-        "REDIS_URL": redis_server.url(),
-        "CRDT_STATE_GIT_PUSH_URL": str(remotes / "{workspace}.git"),
+        "REDIS_URL": "",
+        "REDIS_HOST": redis.hostname or "127.0.0.1",
+        "REDIS_PORT": str(redis.port or 6379),
+        "GIT_WORKSPACE_ROOT": str(root / "state-snapshots"),
     }
     server = ServerProcess(Path(root / "data"), env=env).start()
     yield server
@@ -77,7 +82,12 @@ def nexus_state(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterat
 
 @pytest.fixture(scope="module")
 def api(nexus_state: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=nexus_state.http, headers=AUTH, timeout=30) as http:
+    """Every answer is also checked against the OpenAPI document (its status listed, its body
+    of the operation's schema, no field the document lacks): tests/openapi_check.py."""
+    hooks = {"response": [check_response]}
+    with httpx.Client(
+        base_url=nexus_state.http, headers=AUTH, timeout=30, event_hooks=hooks
+    ) as http:
         yield http
 
 

@@ -323,7 +323,7 @@ async def test_health_ready_and_metrics(tmp_path: Path) -> None:
         await new_panel(api, {})
         metrics = await api.get("/metrics")
         assert metrics.status_code == 200
-        assert "\ncrdt_state_rooms 1\n" in metrics.text
+        assert "\ncrdt_state_rooms 1.0\n" in metrics.text  # prometheus-client writes floats
 
 
 async def test_integral_floats_read_back_as_integers(api: httpx.AsyncClient) -> None:

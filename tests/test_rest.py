@@ -389,3 +389,21 @@ def test_ids_that_stores_and_channels_cannot_keep_apart_are_refused(server):
         )
         assert response.status_code == 400, path
         assert response.json()["error"] == "bad_request"
+
+
+def test_unknown_paths_and_methods_answer_json_errors(server: ServerProcess) -> None:
+    nowhere = httpx.get(f"{server.http}/api/nothing/here")
+    assert nowhere.status_code == 404
+    assert nowhere.json()["error"] == "not_found" and "/api/nothing/here" in nowhere.text
+    wrong = httpx.post(f"{server.http}/health")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+    assert "GET" in wrong.headers["allow"]
+
+
+def test_delete_answers_like_every_write(api: httpx.Client) -> None:
+    panel = new_panel(api, {"a": 1})
+    answer = api.delete(f"/{panel}")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["success"] is True and body["deleted"] is True
+    assert answer.headers["etag"] == f'"{body["version"]}"'

@@ -152,5 +152,7 @@ async def test_new_connections_are_refused_while_stopping(
     code, _ = await node.raw_wait_close("silent", within=DRAIN_SECONDS + 5)
     assert code == 1012
     returncode = await asyncio.to_thread(server.process.wait, DRAIN_SECONDS + SHUTDOWN_SECONDS + 5)
-    assert returncode in CLEAN_EXIT and time.monotonic() - signalled < DRAIN_SECONDS + SHUTDOWN_SECONDS
+    assert (
+        returncode in CLEAN_EXIT and time.monotonic() - signalled < DRAIN_SECONDS + SHUTDOWN_SECONDS
+    )
     server.process = None

@@ -52,6 +52,13 @@ async def test_an_origin_outside_the_allow_list_cannot_upgrade(server):
         raise AssertionError("the upgrade from a foreign origin was accepted")
 
 
+async def test_a_page_of_the_servers_own_origin_may_upgrade(server):
+    """The inspector's page: served by the server itself, it needs no allow-list entry."""
+    peer = await RawPeer.open(f"{server.yjs_url('ws')}/p?token={token()}", origin=server.http)
+    await peer.sync()
+    await peer.close()
+
+
 async def test_a_reader_gets_the_doc_but_its_writes_and_presence_are_dropped(server):
     owner = await RawPeer.open(f"{server.yjs_url('ws')}/ro?token={token()}")
     await owner.sync()

@@ -2,6 +2,7 @@
 
     POST /api/admin/revocations   {"subject": "alice"} or {"tokenId": "<jti>"}, "reason"?
     GET  /api/admin/revocations   ?after=<id>&limit=<n>: the revocations in force, oldest first
+    GET  /api/admin/context-cache the AI context cache: renders, hits, entries (AI-CONTEXT.md)
 
 Only for a server admin: a token with the claim `"admin": true` (workspace roles do not make
 one). A revocation is stored first, enforced on this replica at once and on every other one
@@ -36,6 +37,7 @@ def admin_routes() -> list[Route]:
     return [
         Route("/api/admin/revocations", create_revocation, methods=["POST"]),
         Route("/api/admin/revocations", list_revocations, methods=["GET"]),
+        Route("/api/admin/context-cache", context_cache, methods=["GET"]),
     ]
 
 
@@ -94,3 +96,8 @@ async def list_revocations(request: Request) -> Response:
             "next": found[-1].id if len(found) == limit and found else None,
         }
     )
+
+
+async def context_cache(request: Request) -> Response:
+    server_admin(request)
+    return JSONResponse(context_of(request).prompt_contexts.stats())

@@ -54,60 +54,7 @@ def _counts(report: dict[str, Any]) -> dict[str, Any]:
 
 
 async def metrics(request: Request) -> Response:
-    """A few Prometheus counters and gauges (text exposition format)."""
-    context = context_of(request)
-    rooms = list(context.registry.rooms.values())
-    committer = context.panels.committer
-    counters = context.panels.counters
-    lines = [
-        ("crdt_state_rooms", "gauge", "live rooms (panels with a doc in memory)", len(rooms)),
-        (
-            "crdt_state_connections",
-            "gauge",
-            "Yjs WebSocket clients",
-            sum(len(room.peers) for room in rooms),
-        ),
-        (
-            "crdt_state_committed_changes_total",
-            "counter",
-            "changes committed to the log",
-            committer.committed,
-        ),
-        (
-            "crdt_state_commit_batches_total",
-            "counter",
-            "group-commit transactions",
-            committer.batches,
-        ),
-        ("crdt_state_pending_changes", "gauge", "changes waiting for the log", committer.pending),
-        (
-            "crdt_state_cache_hits_total",
-            "counter",
-            "REST reads served from the hot cache",
-            counters.cache_hits,
-        ),
-        (
-            "crdt_state_cache_misses_total",
-            "counter",
-            "REST reads that missed the hot cache",
-            counters.cache_misses,
-        ),
-        (
-            "crdt_state_cache_writes_total",
-            "counter",
-            "views written to the hot cache",
-            context.registry.materializer.cache_writes,
-        ),
-    ]
-    text = "".join(
-        f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n{name} {value}\n"
-        for name, kind, help_text, value in lines
-    )
-    limited = context.limits.limited
-    text += (
-        "# HELP crdt_state_rate_limited_total requests, updates and messages over a rate limit\n"
-        "# TYPE crdt_state_rate_limited_total counter\n"
-    )
-    for kind in ("rest", "creations", "yjs_updates", "awareness"):
-        text += f'crdt_state_rate_limited_total{{kind="{kind}"}} {limited[kind]}\n'
-    return Response(text, media_type="text/plain; version=0.0.4")
+    """This replica's series in the Prometheus text format (OpenMetrics when the scraper asks
+    for it); every series is listed in docs/OPERATIONS.md ("Metrics")."""
+    body, content_type = context_of(request).metrics.exposition(request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})

@@ -10,11 +10,21 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import log_format
 from ..auth import Principal, Role, bearer_token
-from ..errors import BadRequest, CommitPending, StateError, TooLarge, Unauthorized
+from ..errors import (
+    BadRequest,
+    CommitPending,
+    MethodNotAllowed,
+    NotFound,
+    StateError,
+    TooLarge,
+    Unauthorized,
+)
 from ..model import Attribution, PanelKey, TriggeredBy
 from ..values import natural
 from .context import context_of
@@ -32,13 +42,38 @@ class JSONResponse(Response):
 
 
 async def state_error(request: Request, exc: Exception) -> Response:
-    """Every StateError a handler raises becomes its JSON answer here, and only here."""
+    """Every StateError a handler raises becomes its JSON answer here, and only here (and a
+    4xx one is counted: crdt_state_refused_total{face="rest"})."""
     assert isinstance(exc, StateError)
+    if exc.status < 500:
+        context_of(request).metrics.refuse("rest", exc.code)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
     retry_after = exc.details.get("retryAfter")
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, a method a path does not take) in the same
+    JSON shape as every other error."""
+    assert isinstance(exc, HTTPException)
+    error: StateError
+    if exc.status_code == 404:
+        error = NotFound(f"No endpoint at '{request.url.path}'.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on '{request.url.path}'.")
+    else:
+        error = StateError(str(exc.detail))
+        error.status, error.code = exc.status_code, "bad_request"
+    answer = await state_error(request, error)
+    answer.headers.update(exc.headers or {})
+    return answer
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A fault of the server (logged with its traceback by Starlette): JSON, no details."""
+    return await state_error(request, StateError("The server failed; nothing more is known."))
 
 
 def authorize(request: Request, workspace: str, needed: Role) -> Principal:
@@ -52,6 +87,7 @@ def authorize(request: Request, workspace: str, needed: Role) -> Principal:
 
 def panel_key(request: Request) -> PanelKey:
     key = PanelKey(request.path_params["workspace"], request.path_params["panel"])
+    log_format.bind_panel(key.workspace_id, key.panel_id)  # on the request's log lines
     try:
         return key.check()
     except ValueError as exc:

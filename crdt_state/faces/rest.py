@@ -221,11 +221,12 @@ async def delete_state(request: Request) -> Response:
     panels.writable()
     who = Attribution(TriggeredBy.USER, request.headers.get("x-trigger-source"), principal.subject)
     version = await panels.delete(key, who)
-    return JSONResponse(_deleted(key, version))
+    return JSONResponse(_deleted(key, version), headers={"ETag": f'"{version}"'})
 
 
 def _deleted(key: PanelKey, version: int) -> dict[str, Any]:
     return {
+        "success": True,
         "workspaceId": key.workspace_id,
         "panelId": key.panel_id,
         "version": version,

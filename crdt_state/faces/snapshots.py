@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..auth import Role
-from ..errors import BadRequest, StateError, Unavailable
+from ..errors import BadRequest, MethodNotAllowed, Unavailable
 from ..model import utcnow
 from ..snapshot_repository import check_sha
 from ..snapshots import SnapshotService
@@ -28,11 +28,6 @@ from .http import JSONResponse, attribution, authorize, once, optional_body, rea
 
 RESERVED_PANEL_IDS = ("snapshot", "restore")
 MAX_RESTORE_PANELS = 10_000
-
-
-class MethodNotAllowed(StateError):
-    code = "method_not_allowed"
-    status = 405
 
 
 def snapshot_routes() -> list[Route]:

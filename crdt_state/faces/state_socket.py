@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import log_format
 from ..auth import Role, origin_allowed, websocket_token
 from ..errors import BadRequest, StateError
 from ..model import Notice, PanelKey, utcnow
@@ -103,7 +104,13 @@ class StateSession:
         self._drained.set()
         self._ready.set()
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of messages waiting to be sent (/metrics)."""
+        return self._queued_bytes
+
     async def error(self, code: str, message: str, **extra: Any) -> None:
+        self.context.metrics.refuse("json", code)
         await self.send({"type": "error", "code": code, "message": message, **extra})
 
     def on_notice(self, notice: Notice) -> None:
@@ -195,8 +202,13 @@ class StateSession:
 
 async def state_socket(websocket: WebSocket) -> None:
     context = context_of(websocket)
+    metrics = context.metrics
     workspace = websocket.path_params["workspace"]
-    if not origin_allowed(websocket.headers.get("origin"), context.allowed_origins):
+    # Every line this subscriber causes names it and its workspace (crdt_state/log_format.py).
+    log_format.bind_connection(workspace)
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), context.allowed_origins, headers.get("host")):
+        metrics.refuse_close("json", CLOSE_FORBIDDEN)
         await websocket.close(CLOSE_FORBIDDEN)
         return
     token, subprotocol = websocket_token(
@@ -208,11 +220,13 @@ async def state_socket(websocket: WebSocket) -> None:
         principal = context.auth.authenticate(token)
         context.auth.authorize(principal, workspace, Role.READ)
     except StateError as exc:
+        metrics.refuse_close("json", close_code(exc))
         await websocket.close(close_code(exc), exc.message[:120])
         return
     try:
         PanelKey(workspace, "-").check()
     except ValueError as exc:
+        metrics.refuse_close("json", CLOSE_BAD_MESSAGE)
         await websocket.close(CLOSE_BAD_MESSAGE, str(exc))
         return
     session = StateSession(websocket, context, workspace)
@@ -221,6 +235,7 @@ async def state_socket(websocket: WebSocket) -> None:
     )
     # Closed with 4401 when the token expires or is revoked (on any replica).
     live = context.sockets.register(principal, websocket.close)
+    metrics.json_sockets.add(session)  # counted and its queue summed (/metrics)
     try:
         while True:
             frame = await websocket.receive()
@@ -228,9 +243,11 @@ async def state_socket(websocket: WebSocket) -> None:
                 return
             text = frame.get("text")
             if text is None:
+                metrics.refuse_close("json", CLOSE_BAD_MESSAGE)
                 await websocket.close(CLOSE_BAD_MESSAGE, "send JSON in text frames")
                 return
             if len(text) > MAX_MESSAGE_BYTES:
+                metrics.refuse_close("json", CLOSE_TOO_LARGE)
                 await websocket.close(CLOSE_TOO_LARGE, "message too large")
                 return
             try:
@@ -242,6 +259,7 @@ async def state_socket(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        metrics.json_sockets.discard(session)
         context.sockets.unregister(live)
         with contextlib.suppress(Exception):
             await subscription.close()

@@ -16,9 +16,11 @@ from typing import Any
 from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocketState
 
+from .. import log_format
 from ..auth import Role, origin_allowed, websocket_token
 from ..connection import Connection
 from ..errors import StateError
+from ..metrics import INPUT_CLOSES
 from ..model import PanelKey
 from ..protocol import MessageType, ProtocolError, SyncType, decode
 from ..rate_limits import MAX_WAIT_SECONDS, SocketLimits
@@ -98,7 +100,10 @@ class YjsSocket:
         await self._send({"type": "websocket.send", "bytes": data})
 
 
-async def _refuse(websocket: YjsSocket, subprotocol: str | None, code: int, reason: str) -> None:
+async def _refuse(
+    context: Context, websocket: YjsSocket, subprotocol: str | None, code: int, reason: str
+) -> None:
+    context.metrics.refuse_close("yjs", code)
     # Accept first so that the client sees the close code; a refused handshake hides it.
     await websocket.accept(subprotocol=subprotocol)
     await websocket.close(code, reason[:120])
@@ -107,12 +112,16 @@ async def _refuse(websocket: YjsSocket, subprotocol: str | None, code: int, reas
 async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
     settings = context.settings
     workspace = websocket.path_params["workspace"]
+    # Every line this client causes names it and its panel (crdt_state/log_format.py).
+    log_format.bind_connection(workspace, websocket.path_params["panel"])
     key = PanelKey(workspace, websocket.path_params["panel"])
     try:
         key.check()
     except ValueError as exc:
-        return await _refuse(websocket, None, CLOSE_BAD_MESSAGE, str(exc))
-    if not origin_allowed(websocket.headers.get("origin"), context.allowed_origins):
+        return await _refuse(context, websocket, None, CLOSE_BAD_MESSAGE, str(exc))
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), context.allowed_origins, headers.get("host")):
+        context.metrics.refuse_close("yjs", CLOSE_FORBIDDEN)
         await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets a 403
         return
     token, subprotocol = websocket_token(
@@ -125,11 +134,11 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
         can_write = role >= Role.WRITE
         room = await context.registry.open(key, create=can_write, subject=principal.subject)
     except StateError as exc:
-        return await _refuse(websocket, subprotocol, close_code(exc), exc.message)
+        return await _refuse(context, websocket, subprotocol, close_code(exc), exc.message)
     epoch = websocket.query_params.get("epoch")
     if epoch and epoch != room.epoch:
         return await _refuse(
-            websocket, subprotocol, CLOSE_STALE_EPOCH, "stale epoch: drop the local copy"
+            context, websocket, subprotocol, CLOSE_STALE_EPOCH, "stale epoch: drop the local copy"
         )
     await websocket.accept(subprotocol=subprotocol)
     conn = Connection(
@@ -154,6 +163,9 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
         await _read_frames(session, room, settings.max_message_bytes, limits)
     finally:
         context.sockets.unregister(live)
+        code = conn.close_code
+        if code is not None and code in INPUT_CLOSES:  # closed for what the client sent
+            context.metrics.refuse_close("yjs", code)
         if not room.closed:
             await room.submit(session.leave)
         await conn.finish(5 if conn.closing else 0)

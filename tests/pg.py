@@ -27,7 +27,13 @@ ADMIN_DSN_VARIABLE = "CRDT_STATE_TEST_PG"
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_PREFIX = "crdt_state_test_"
 # Every table a test writes, emptied between tests; schema_migrations stays.
-DATA_TABLES = ("state_history", "state_checkpoints", "state_snapshots", "panel_states")
+DATA_TABLES = (
+    "state_history",
+    "state_checkpoints",
+    "state_snapshots",
+    "panel_states",
+    "revocations",
+)
 
 T = TypeVar("T")
 

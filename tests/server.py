@@ -54,6 +54,10 @@ class ServerProcess:
             **os.environ,
             "CRDT_STATE_DATA_DIR": str(self.data_dir),
             "JWT_SECRET_KEY": SECRET,
+            # The drain on SIGTERM waits for clients to answer what the rooms lack; test
+            # clients that never answer (raw sockets) would hold every stop for the default
+            # 5 s. tests/test_shutdown.py sets its own.
+            "CRDT_STATE_DRAIN_SECONDS": "1",
             **self.extra_env,
         }
         args = [sys.executable, "-m", "crdt_state", "serve", "--port", str(self.port)]

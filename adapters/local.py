@@ -15,7 +15,7 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from crdt_state.model import Notice, PanelKey
+from crdt_state.model import FanoutMessage, Notice, PanelKey
 from crdt_state.ports import FanoutCallback, NoticeCallback, Outgoing
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,14 @@ class LocalFanout:
 
     def may_reach_others(self, key: PanelKey) -> bool:
         return any(sub.owner is not self for sub in self.bus.topics.get(_live(key), ()))
+
+    async def publish_counted(self, key: PanelKey, message: FanoutMessage) -> int:
+        if self._closed:
+            return 0
+        topic = _live(key)
+        others = {sub.owner for sub in self.bus.topics.get(topic, ()) if sub.owner is not self}
+        await self.bus.publish([(topic, message)])
+        return len(others)
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> _LocalSubscription:
         return self._add(_live(key), callback)

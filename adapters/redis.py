@@ -42,7 +42,13 @@ NOTICE_PREFIX = "state-updates:"  # the seed's channel: external consumers read 
 CACHE_PREFIX = "state:"
 
 # Frame kinds on the wire; 0 is left unused so a zeroed frame is never valid.
-_KIND_CODES = {FanoutKind.UPDATE: 1, FanoutKind.AWARENESS: 2, FanoutKind.DELETED: 3}
+_KIND_CODES = {
+    FanoutKind.UPDATE: 1,
+    FanoutKind.AWARENESS: 2,
+    FanoutKind.DELETED: 3,
+    FanoutKind.BARRIER: 4,
+    FanoutKind.BARRIER_ANSWER: 5,
+}
 _KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _MAX_ORIGIN_BYTES = 255  # the origin's length is one byte
 
@@ -294,6 +300,21 @@ class RedisFanout:
 
     def may_reach_others(self, key: PanelKey) -> bool:
         return True  # other replicas may hold the panel: Pub/Sub tells no one who listens
+
+    async def publish_counted(self, key: PanelKey, message: FanoutMessage) -> int:
+        # PUBLISH answers how many subscribers got the message: each replica has one pub/sub
+        # connection, subscribed to the panel's channel while it holds the panel. (Any other
+        # subscriber of crdt:live:* is counted as a replica too: a join then waits its bound.)
+        if self._closed:
+            raise Unavailable("The Redis fan-out is closed.")
+        channel = live_channel(key).encode()
+        try:
+            received = await _guarded(self._publisher.publish(channel, encode_frame(message)))
+        except _TRANSPORT_ERRORS as exc:
+            raise Unavailable(f"Redis cannot be reached: {exc}") from exc
+        if self._pubsub is not None and channel in self._topics:
+            received -= 1  # this replica's own subscription
+        return max(0, int(received))
 
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> RedisSubscription:
         return await self._add(live_channel(key).encode(), callback)

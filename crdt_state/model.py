@@ -266,6 +266,10 @@ class FanoutKind(StrEnum):
     UPDATE = "update"  # a Yjs update, already applied by the replica that publishes it
     AWARENESS = "awareness"  # an encoded awareness update
     DELETED = "deleted"  # the panel was deleted
+    # Join barriers (join_barrier.py): a replica about to answer a join asks the others
+    # holding the panel for what its room lacks (id + state vector); they answer (id + update).
+    BARRIER = "barrier"
+    BARRIER_ANSWER = "barrier-answer"
 
 
 @dataclass(frozen=True, slots=True)

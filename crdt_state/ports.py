@@ -275,6 +275,12 @@ class Fanout(Protocol):
         publisher skip the work (one process: nobody else listens)."""
         ...
 
+    async def publish_counted(self, key: PanelKey, message: FanoutMessage) -> int:
+        """Publish one live message at once, outside the batches, and return how many other
+        replicas received it: those subscribed to the panel, i.e. holding it (a join barrier
+        waits for that many answers)."""
+        ...
+
     async def subscribe(self, key: PanelKey, callback: FanoutCallback) -> Subscription: ...
 
     async def subscribe_notices(

@@ -1,9 +1,12 @@
 """Replication: how this replica's rooms and the other replicas keep each other current.
 
-Out: an outbox of live messages (Yjs updates, awareness, deletions) and commit notices, sent
-by one task in order, a batch per round trip. In: other replicas' live updates applied to the
-room (never logged again), their notices (which number what was applied live, and reveal
-lost messages), catch-up from the log after a lost message or a reconnection, and presence.
+Out: an outbox (outbox.py) of live messages (Yjs updates, awareness, deletions) and commit
+notices, sent by one task in order, a batch per round trip. In: other replicas' live updates
+applied to the room (never logged again), their notices (which number what was applied live,
+and reveal lost messages), catch-up from the log after a lost message or a reconnection
+(requests of one room merged into one read), and presence.
+Joins: before a client's join is answered, the room gets what the other replicas holding it
+applied (a join barrier, join_barrier.py) and what the log holds that it has not applied.
 
 Rooms are only ever reached through `Room.submit`: a room whose inbox is full makes the
 fan-out wait (back-pressure), it never raises into the transport.
@@ -16,13 +19,15 @@ import contextlib
 import functools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .background import cancel
+from .join_barrier import Coalesced, JoinBarriers
 from .model import Change, FanoutKind, FanoutMessage, LogEntry, Notice, PanelKey
-from .ports import Fanout, Outgoing, Subscription, UpdateLog
+from .outbox import Outbox
+from .ports import Fanout, Subscription, UpdateLog
 from .protocol import ProtocolError, decode_awareness, encode_awareness
 from .room import Room
 from .status import CLOSE_NOT_FOUND
@@ -34,6 +39,8 @@ NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change s
 CHANGE_ID_BYTES = 32
 CATCH_UP_LIMIT = 100_000
 CATCH_UP_CHUNK = 200  # log entries applied per step in the room: other work gets its turns
+# A catch-up request: (key, after, until, trigger, when asked); see request_catch_up.
+_Request = tuple[PanelKey, int, int | None, str, float]
 
 
 def pack_update(change_id: str, update: bytes) -> bytes:
@@ -58,6 +65,10 @@ class _Remote:
     # change id -> (replica, when applied). A read waits for them (`numbered`).
     unnumbered: dict[str, tuple[str, float]] = field(default_factory=dict)
     numbered: asyncio.Event = field(default_factory=asyncio.Event)
+    # What joins wait for, shared by the joins that arrive together (set by attach): a read
+    # of the log after `caught_up`, and a join barrier (True: every other holder answered).
+    log_reads: Coalesced[None] = field(init=False)
+    barriers: Coalesced[bool] = field(init=False)
 
 
 @dataclass(slots=True)
@@ -77,31 +88,26 @@ class Replication:
         self.on_deleted: Callable[[PanelKey], None] | None = None
         self._attached: dict[PanelKey, _Remote] = {}
         self._watches: dict[str, _Watch] = {}
-        self._outbox: deque[Outgoing] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._drained = asyncio.Event()  # clear while messages wait to be published
-        self._drained.set()
-        # (key, after, until, trigger, when asked): see request_catch_up.
-        self._catch_up: asyncio.Queue[tuple[PanelKey, int, int | None, str, float]] = (
-            asyncio.Queue()
-        )
+        self._outbox = Outbox(fanout)
+        self._catch_up: asyncio.Queue[_Request] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self.joins = JoinBarriers(fanout, replica_id, self._queue_urgent)  # join barriers
         # Told (crdt_state/metrics.py) the seconds between a change made on another replica
         # and its commit notice arriving here, and how long each catch-up took (trigger, s).
         self.observe_lag: Callable[[float], None] | None = None
         self.observe_catch_up: Callable[[str, float], None] | None = None
 
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._publisher(), name="fanout publisher"))
+        self._tasks.append(asyncio.create_task(self._outbox.run(), name="fanout publisher"))
         self._tasks.append(asyncio.create_task(self._catch_up_worker(), name="catch-up"))
         self.fanout.on_replica_lost(self._on_replica_lost)
         self.fanout.on_reconnected(self._on_reconnected)
 
     async def close(self) -> None:
         await cancel(*self._tasks)
-        if self._outbox:  # the publisher task is gone: send what is left from here
-            await self._publish(list(self._outbox))
-            self._outbox.clear()
+        for remote in self._attached.values():
+            await cancel(remote.log_reads.task, remote.barriers.task)
+        await self._outbox.send_rest()  # the publisher is gone: send what is left from here
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -109,6 +115,8 @@ class Replication:
         """Start replicating a room that was just loaded from the log up to `caught_up`."""
         remote = self._attached[room.key] = _Remote(room, caught_up)
         remote.numbered.set()
+        remote.log_reads = Coalesced(functools.partial(self._read_for_joins, remote), "join read")
+        remote.barriers = Coalesced(functools.partial(self.joins.ask, room), "join barrier")
         remote.subscription = await self.fanout.subscribe(
             room.key, functools.partial(self._on_live, room.key)
         )
@@ -120,6 +128,8 @@ class Replication:
 
     async def detach(self, key: PanelKey) -> None:
         remote = self._attached.pop(key, None)
+        if remote is not None:
+            await cancel(remote.log_reads.task, remote.barriers.task)
         if remote is not None and remote.subscription is not None:
             await remote.subscription.close()
             await self._unwatch(key.workspace_id)
@@ -158,20 +168,33 @@ class Replication:
         if remote is not None and notice.epoch == remote.room.epoch:
             _applied(remote, notice.version)
         # Always: JSON subscribers listen for notices even with a single replica.
-        self._enqueue(notice)
+        self._outbox.put(notice)
 
     async def current(self, room: Room) -> None:
-        """Apply every log entry this room has not applied yet, before a client joins: a join
-        on any replica must get every update any replica committed before it began, not the
-        state of a room that lags behind a burst of another replica's updates."""
+        """Before a client joins: a join on any replica gets every update any replica applied
+        before it began (not the state of a room behind a burst of another replica's
+        updates, nor one without those another replica has not committed yet). Two sources,
+        asked at once: the other replicas holding the room (a join barrier: each sends what
+        this room lacks, after everything it applied), and the log after what this room
+        applied (for replicas that died). The log is waited for unless other replicas hold
+        the room and all of them answered. Joins arriving together share both; the caller
+        bounds the wait, and what it gave up on goes on for the next joins."""
         remote = self._attached.get(room.key)
         if remote is None or room.closed:
             return
         asked = time.monotonic()
+        from_log = remote.log_reads.ask()
+        if not await asyncio.shield(remote.barriers.ask()):
+            await asyncio.shield(from_log)
+        self._caught_up("join", asked)
+
+    async def _read_for_joins(self, remote: _Remote) -> None:
+        room = remote.room
         entries = await self.log.read(room.key, after=remote.caught_up, limit=CATCH_UP_LIMIT)
         for start in range(0, len(entries), CATCH_UP_CHUNK):
+            if room.closed:
+                return
             await room.call(self._apply_entries, remote, entries[start : start + CATCH_UP_CHUNK])
-        self._caught_up("join", asked)
 
     def _caught_up(self, trigger: str, asked: float) -> None:
         if self.observe_catch_up is not None:
@@ -179,33 +202,15 @@ class Replication:
 
     def _queue_live(self, key: PanelKey, kind: FanoutKind, payload: bytes) -> None:
         if self.fanout.may_reach_others(key):  # one process: nobody else listens
-            self._enqueue((key, FanoutMessage(kind, payload, self.replica_id)))
+            self._outbox.put((key, FanoutMessage(kind, payload, self.replica_id)))
 
-    def _enqueue(self, item: Outgoing) -> None:
-        self._outbox.append(item)
-        self._drained.clear()
-        self._outbox_ready.set()
+    def _queue_urgent(self, key: PanelKey, kind: FanoutKind, payload: bytes) -> None:
+        """A live message that needs no order (it carries whole updates): sent first."""
+        self._outbox.put((key, FanoutMessage(kind, payload, self.replica_id)), urgent=True)
 
     async def flush(self) -> None:
         """Wait until every queued message has been handed to the Fanout."""
-        if self._outbox or not self._drained.is_set():
-            await self._drained.wait()
-
-    async def _publisher(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                batch = list(self._outbox)  # everything queued, in order: one round trip
-                self._outbox.clear()
-                await self._publish(batch)
-            self._drained.set()
-
-    async def _publish(self, batch: list[Outgoing]) -> None:
-        try:
-            await self.fanout.publish_all(batch)
-        except Exception as exc:  # the log is the truth: replicas catch up from it
-            log.warning("fan-out publish of %d messages failed: %r", len(batch), exc)
+        await self._outbox.flush()
 
     # -- in --------------------------------------------------------------------------------
 
@@ -218,6 +223,10 @@ class Replication:
         room = remote.room
         if message.kind == FanoutKind.UPDATE:
             await room.submit(self._apply_live, remote, message)
+        elif message.kind == FanoutKind.BARRIER:
+            await room.submit(self.joins.answer, room, message)
+        elif message.kind == FanoutKind.BARRIER_ANSWER:
+            self.joins.receive(message.origin, message.payload)
         elif message.kind == FanoutKind.DELETED:
             await room.submit(self._deleted, room)
             if self.on_deleted is not None:
@@ -310,23 +319,29 @@ class Replication:
 
     async def _catch_up_worker(self) -> None:
         while True:
-            request = await self._catch_up.get()
-            key, after, until, trigger, asked = request
-            remote = self._attached.get(key)
-            if remote is None or remote.room.closed:
-                continue
-            room = remote.room
-            try:
-                entries = await self.log.read(key, after=after, until=until, limit=CATCH_UP_LIMIT)
-                for start in range(0, len(entries), CATCH_UP_CHUNK):
-                    chunk = entries[start : start + CATCH_UP_CHUNK]
-                    await room.submit(self._apply_entries, remote, chunk)
-            except Exception as exc:
-                log.warning("catching up %s from the log failed: %r; retrying", key, exc)
-                await asyncio.sleep(0.5)
-                self._catch_up.put_nowait(request)
-            else:
-                self._caught_up(trigger, asked)
+            requests = [await self._catch_up.get()]
+            while not self._catch_up.empty():
+                requests.append(self._catch_up.get_nowait())
+            for request in _merged(requests):
+                await self._catch_up_one(request)
+
+    async def _catch_up_one(self, request: _Request) -> None:
+        key, after, until, trigger, asked = request
+        remote = self._attached.get(key)
+        if remote is None or remote.room.closed:
+            return
+        room = remote.room
+        try:
+            entries = await self.log.read(key, after=after, until=until, limit=CATCH_UP_LIMIT)
+            for start in range(0, len(entries), CATCH_UP_CHUNK):
+                chunk = entries[start : start + CATCH_UP_CHUNK]
+                await room.submit(self._apply_entries, remote, chunk)
+        except Exception as exc:
+            log.warning("catching up %s from the log failed: %r; retrying", key, exc)
+            await asyncio.sleep(0.5)
+            self._catch_up.put_nowait(request)
+        else:
+            self._caught_up(trigger, asked)
 
     @staticmethod
     def _apply_entries(remote: _Remote, entries: list[LogEntry]) -> None:
@@ -366,6 +381,21 @@ def _applied(remote: _Remote, version: int) -> None:
         remote.applied.discard(remote.caught_up)
     if len(remote.applied) > SEEN_REMOTE_LIMIT:  # a gap that never fills: the log will
         remote.applied.clear()
+
+
+def _merged(requests: list[_Request]) -> list[_Request]:
+    """Catch-up requests of one room as one read of the range that spans them (what lies
+    between is applied already, or changes nothing): the notices of a burst whose live
+    updates this replica missed (it subscribed mid-burst) each ask for their version."""
+    merged: dict[PanelKey, _Request] = {}
+    for key, after, until, trigger, asked in requests:
+        had = merged.get(key)
+        if had is not None:
+            _, had_after, had_until, trigger, had_asked = had
+            after, asked = min(after, had_after), min(asked, had_asked)
+            until = None if until is None or had_until is None else max(until, had_until)
+        merged[key] = (key, after, until, trigger, asked)
+    return list(merged.values())
 
 
 def _check_numbered(remote: _Remote) -> None:

@@ -204,6 +204,28 @@ async def test_a_live_message_reaches_every_subscriber_of_its_panel_and_no_other
         assert inbox.items == [marker], key  # nothing of `panel` reached another panel
 
 
+async def test_a_counted_message_says_how_many_other_replicas_hold_its_panel(
+    transport: Transport,
+) -> None:
+    """What a join barrier relies on: the count of the other replicas subscribed to the panel
+    (the publisher's own subscription left out), and every one of them gets the message."""
+    a, b, c = await transport.open(), await transport.open(), await transport.open()
+    panel = PanelKey(unique("ws"), "p")
+    assert await a.publish_counted(panel, live(b"nobody")) == 0
+    own = Inbox()
+    await a.subscribe(panel, own.take)
+    assert await a.publish_counted(panel, live(b"only me")) == 0
+    holders = {name: Inbox() for name in ("b", "c")}
+    await b.subscribe(panel, holders["b"].take)
+    await c.subscribe(panel, holders["c"].take)
+    await c.subscribe(PanelKey(unique("ws"), "p"), Inbox().take)  # another panel: not counted
+    barrier = live(b"barrier", FanoutKind.BARRIER, origin="a")
+    assert await a.publish_counted(panel, barrier) == 2
+    await eventually(lambda: all(inbox.items for inbox in holders.values()))
+    for name, inbox in holders.items():
+        assert inbox.items == [barrier], name
+
+
 # -- notices -------------------------------------------------------------------------------
 
 

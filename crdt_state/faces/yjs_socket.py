@@ -153,12 +153,13 @@ async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
     session = YjsSession(room, conn)
     limits = SocketLimits(context.limits, principal.subject)
     try:
-        # A join gets every update committed before it began, on whichever replica.
+        # A join gets every update any replica applied before it began (the other replicas
+        # holding the room answer a join barrier; the log covers those that died).
         try:
             async with asyncio.timeout(JOIN_CATCH_UP_SECONDS):
                 await context.registry.replication.current(room)
-        except Exception as exc:  # the log is slow or down: serve what the room has
-            log.warning("room %s: join not caught up from the log (%r)", key, exc)
+        except Exception as exc:  # the log or the fan-out is slow or down: serve the room's
+            log.warning("room %s: join not caught up (%r)", key, exc)
         await room.call(session.join)
         await _read_frames(session, room, settings.max_message_bytes, limits)
     finally:

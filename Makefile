@@ -16,7 +16,7 @@ INSPECTOR_BUILT := crdt_state/inspector_dist/index.html
 INSPECTOR_SOURCES := $(INSPECTOR)/index.html $(INSPECTOR)/vite.config.ts $(INSPECTOR)/tsconfig.json \
 	$(wildcard $(INSPECTOR)/src/*)
 
-.PHONY: run test lint typecheck install bench bench-compare bench-context clean fuzz chart-test
+.PHONY: run test lint typecheck install bench bench-compare bench-hocuspocus bench-context clean fuzz chart-test
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -102,4 +102,11 @@ bench-context: $(STAMP)
 
 bench-compare: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.run compare
+	$(BIN)/python -m bench.report
+
+# Many panels over one socket alone (docs/PROTOCOL.md, "/ws/hocuspocus"): memory per panel
+# subscription on a shared socket and with a socket per panel, and fan-out, on ours (both
+# endpoints) and Hocuspocus with the same provider; bench and bench-compare include it. ~5 min.
+bench-hocuspocus: $(STAMP) $(BENCH_JS_STAMP)
+	$(BIN)/python -m bench.run hocuspocus
 	$(BIN)/python -m bench.report

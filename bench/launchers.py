@@ -170,6 +170,7 @@ class Launcher(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     client: ClassVar[str] = "y-websocket"  # which client stack the load generator uses
+    document_prefix: ClassVar[str] = ""  # before each room's name (Hocuspocus: the document)
     persistent: ClassVar[bool] = False  # documents survive a restart
     skips: ClassVar[frozenset[str]] = frozenset()  # workloads this server cannot run
     storage: ClassVar[str] = "in memory"
@@ -322,6 +323,21 @@ class Ours(Launcher):
             "storage": "PostgreSQL + Redis fan-out" if self.shared else "SQLite, in-process",
             "env_overrides": self.env_overrides,
         }
+
+
+class OursHocuspocus(Ours):
+    """Our server again, its clients on `/ws/hocuspocus` with the HocuspocusProvider (the
+    provider the Hocuspocus server is measured with): a document is `{workspace}/{room}`."""
+
+    name = "crdt-state-hocuspocus"
+    title = "crdt-state, /ws/hocuspocus (Hocuspocus protocol, same server)"
+    client = "hocuspocus"
+    document_prefix = "{workspace}/"
+
+    def server(self, workdir: Path) -> Server:
+        server = super().server(workdir)
+        server.ws_path = "/ws/hocuspocus"
+        return server
 
 
 def _install_node_servers() -> None:
@@ -503,7 +519,14 @@ class RelayFloor(Launcher):
 
 LAUNCHERS: dict[str, type[Launcher]] = {
     launcher.name: launcher
-    for launcher in (Ours, YWebsocketServer, Hocuspocus, PycrdtWebsocket, RelayFloor)
+    for launcher in (
+        Ours,
+        OursHocuspocus,
+        YWebsocketServer,
+        Hocuspocus,
+        PycrdtWebsocket,
+        RelayFloor,
+    )
 }
 
 

@@ -20,8 +20,10 @@ from .machine import BENCH_DIR, ROOT
 RESULTS = ROOT / "bench" / "results"
 OUTPUT = ROOT / "docs" / "BENCHMARKS.md"
 OURS = "crdt-state"
+OURS_HP = "crdt-state-hocuspocus"  # the same server, its clients on /ws/hocuspocus
 FLOOR = "relay-floor"
-SERVER_ORDER = [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", FLOOR]
+SERVER_ORDER = [OURS, OURS_HP, "y-websocket", "hocuspocus", "pycrdt-websocket", FLOOR]
+HP_ONLY = ("panels", "fanout-shared")  # shown in their own section
 
 # REST targets: the seed's (p50/p95) and the issue's (p99).
 REST_TARGETS = {
@@ -153,7 +155,11 @@ def duration(seconds: float | None) -> str:
 # -- sections ---------------------------------------------------------------------------------
 
 
-def header(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[str]:
+def header(
+    ours: dict[str, Any] | None,
+    compare: dict[str, Any] | None,
+    hocuspocus: dict[str, Any] | None = None,
+) -> list[str]:
     lines = [
         "# Benchmarks",
         "",
@@ -169,8 +175,13 @@ def header(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[
         "```sh",
         "make bench           # ours: every workload, REST, a profile -> bench/results/ours.json",
         "make bench-compare   # five servers, same workloads -> bench/results/compare.json",
-        ".venv/bin/python -m bench.report   # rewrite this page from the JSON (both targets do)",
+        "make bench-hocuspocus  # many panels, one socket -> bench/results/hocuspocus.json",
+        ".venv/bin/python -m bench.report   # rewrite this page from the JSON (the targets do)",
         "```",
+        "",
+        "`crdt-state-hocuspocus` is our server again, its clients on `/ws/hocuspocus` with",
+        "`@hocuspocus/provider` (the provider the Hocuspocus server is measured with); `make",
+        "bench` and `make bench-compare` run it too, on the workloads of their own.",
         "",
         "Both install what they need: `npm ci --prefix bench/js` (the load generator), and into",
         "the git-ignored `.bench/`: the reference servers (`bench/servers/package-lock.json`),",
@@ -187,7 +198,7 @@ def header(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[
         "",
     ]
     rows = []
-    for result in (ours, compare):
+    for result in (ours, compare, hocuspocus):
         if result is None:
             continue
         versions = result["servers"].get(OURS, {}).get("versions", {})
@@ -493,9 +504,49 @@ COLD_HEADER = [
 ]
 
 
+def panel_rows(entry: dict[str, Any], servers: list[str]) -> list[list[str]]:
+    rows = []
+    for server in servers:
+        s = entry["servers"][server].get("summary", {})
+        shared = flag(s, "shared_socket")
+        rows.append(
+            [
+                server,
+                "one per tab" if shared else ("one per panel" if shared is False else "–"),
+                stat(s, "sockets"),
+                stat(s, "connected"),
+                stat(s, "rss_per_subscription_bytes", size),
+                stat(s, "rss_per_socket_bytes", size),
+                stat(s, "server_rss_connected_bytes", size),
+                stat(s, "subscriptions_per_s"),
+                stat(s, "server_cpu_ms_per_subscription"),
+                stat(s, "idle_server_cpu_pct"),
+                stat(s, "connect_failed"),
+            ]
+        )
+    return rows
+
+
+PANEL_HEADER = [
+    "server",
+    "sockets",
+    "sockets open",
+    "subscriptions",
+    "RSS per subscription",
+    "RSS per socket",
+    "RSS with all open",
+    "subscriptions/s",
+    "CPU ms per subscription",
+    "idle CPU %",
+    "failed",
+]
+
+
 def workload_table(name: str, entry: dict[str, Any], servers: list[str]) -> list[str]:
-    if name in ("fanout", "hot-room") or name.startswith("replicas-"):
+    if name in ("fanout", "hot-room", "fanout-shared") or name.startswith("replicas-"):
         return table(FANOUT_HEADER, fanout_rows(entry, servers))
+    if name == "panels":
+        return table(PANEL_HEADER, panel_rows(entry, servers))
     if name == "connections":
         return table(CONNECTION_HEADER, connection_rows(entry, servers))
     if name.startswith("cold-sync"):
@@ -516,6 +567,9 @@ RATIO_LABELS = {
     "join_p50_ms": "join p50",
     "join_p95_ms": "join p95",
     "preload_updates_per_s": "preload updates/s",
+    "rss_per_subscription_bytes": "RSS / subscription",
+    "subscriptions_per_s": "subscriptions/s",
+    "server_cpu_ms_per_subscription": "CPU / subscription",
 }
 
 
@@ -528,22 +582,80 @@ def compare_section(compare: dict[str, Any]) -> list[str]:
         "",
     ]
     for name, entry in compare["workloads"].items():
-        servers = servers_of(entry)
-        lines += [f"### {name}: {entry['title']}", "", params_text(entry["params"]), ""]
-        lines += workload_table(name, entry, servers)
-        lines.append("")
-        ratios = entry.get("ratios", {})
-        if ratios:
-            metrics = list(next(iter(ratios.values())).keys())
-            rows = [
-                [f"ours ÷ {server}"] + [ratio(ratios[server].get(m)) for m in metrics]
-                for server in servers
-                if server in ratios
-            ]
-            lines += table(["ratio"] + [RATIO_LABELS.get(m, m) for m in metrics], rows)
-            lines.append("")
-        lines += run_notes(entry, servers)
+        if name not in HP_ONLY:
+            lines += workload_lines(name, entry)
     return lines
+
+
+def workload_lines(name: str, entry: dict[str, Any]) -> list[str]:
+    """A workload's table, its ratios (ours ÷ each other server) and notes on its runs."""
+    servers = servers_of(entry)
+    lines = [f"### {name}: {entry['title']}", "", params_text(entry["params"]), ""]
+    lines += workload_table(name, entry, servers)
+    lines.append("")
+    ratios = entry.get("ratios", {})
+    if ratios:
+        metrics = list(next(iter(ratios.values())).keys())
+        base = OURS if OURS in entry["servers"] else OURS_HP
+        rows = [
+            [f"{'ours' if base == OURS else base} ÷ {server}"]
+            + [ratio(ratios[server].get(m)) for m in metrics]
+            for server in servers
+            if server in ratios
+        ]
+        lines += table(["ratio"] + [RATIO_LABELS.get(m, m) for m in metrics], rows)
+        lines.append("")
+    lines += run_notes(entry, servers)
+    return lines
+
+
+def hocuspocus_section(results: list[dict[str, Any] | None]) -> list[str]:
+    """Many panels over one socket: from the newest result that measured it."""
+    measured = [r for r in results if r is not None and "panels" in r["workloads"]]
+    if not measured:
+        return []
+    result = max(measured, key=lambda r: str(r["started_at"]))
+    lines = [
+        "## Many panels over one socket (`/ws/hocuspocus`)",
+        "",
+        f"From `{result['command']}` (`{result['argv']}`, {result['repeats']} repeat(s), "
+        f"started {result['started_at']}). A page showing many panels: with y-websocket each",
+        "panel is a socket of its own (`crdt-state`); with `@hocuspocus/provider` the panels of",
+        "a tab are documents of one shared `HocuspocusProviderWebsocket` (`crdt-state-hocuspocus`",
+        "on our server, `hocuspocus` on the Hocuspocus server). **RSS per subscription**: server",
+        "RSS with every panel of every tab synced minus before, ÷ panel subscriptions (the",
+        "rooms' own documents included, the same for all). `fanout-shared` is the fan-out load",
+        "with each client of a room a document on its tab's shared socket.",
+        "",
+    ]
+    for name in ("panels", "fanout", "fanout-shared"):
+        entry = result["workloads"].get(name)
+        if entry is not None:
+            lines += workload_lines(name, entry)
+    return lines
+
+
+def hocuspocus_findings(results: list[dict[str, Any] | None]) -> list[str]:
+    measured = [r for r in results if r is not None and "panels" in r["workloads"]]
+    if not measured:
+        return []
+    result = max(measured, key=lambda r: str(r["started_at"]))
+    servers = result["workloads"]["panels"]["servers"]
+
+    def per(server: str) -> float | None:
+        return median(servers.get(server, {}).get("summary", {}), "rss_per_subscription_bytes")
+
+    shared, alone, theirs = per(OURS_HP), per(OURS), per("hocuspocus")
+    if not (shared and alone and shared < alone):
+        return []
+    text = (
+        f"**A panel on a shared socket costs {size(shared)} of server memory, a socket per "
+        f"panel {size(alone)}** ({num(alone / shared)}× more): 20 tabs × 50 panels on "
+        "`/ws/hocuspocus` with `@hocuspocus/provider`, against the same on `/ws/yjs`"
+    )
+    if theirs:
+        text += f"; the Hocuspocus server holds {size(theirs)} per panel on its shared sockets"
+    return [text + "."]
 
 
 def run_notes(entry: dict[str, Any], servers: list[str]) -> list[str]:
@@ -583,12 +695,12 @@ def run_notes(entry: dict[str, Any], servers: list[str]) -> list[str]:
 def ours_section(ours: dict[str, Any]) -> list[str]:
     lines = ["## Our server (`make bench`)", ""]
     for name, entry in ours["workloads"].items():
-        if name == "rest":
+        if name == "rest" or name in HP_ONLY:
             continue
         lines += [f"### {name}: {entry['title']}", "", params_text(entry["params"]), ""]
-        lines += workload_table(name, entry, [OURS])
+        lines += workload_table(name, entry, servers_of(entry))
         lines.append("")
-        summary = entry["servers"][OURS].get("summary", {})
+        summary = entry["servers"].get(OURS, {}).get("summary", {})
         if name in ("fanout", "hot-room") and "log_versions_ok" in summary:
             lines.append(
                 "Every update durable: each room's log version = 1 + its updates in "
@@ -598,7 +710,7 @@ def ours_section(ours: dict[str, Any]) -> list[str]:
         if name == "cold-sync-log":
             lines.append(f"Restart (stop, flush, start, healthy): {stat(summary, 'restart_s')} s.")
             lines.append("")
-        lines += run_notes(entry, [OURS])
+        lines += run_notes(entry, servers_of(entry))
     return lines
 
 
@@ -897,7 +1009,11 @@ def headline_section(compare: dict[str, Any]) -> list[str]:
     return lines
 
 
-def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) -> list[str]:
+def findings_section(
+    ours: dict[str, Any] | None,
+    compare: dict[str, Any] | None,
+    hocuspocus: dict[str, Any] | None = None,
+) -> list[str]:
     """Observations computed from the results; each appears only when the data shows it."""
     found: list[str] = []
     window = ((ours or {}).get("profile") or {}).get("windows", {}).get("fanout", {})
@@ -972,6 +1088,7 @@ def findings_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None
             )
         found += floor_findings(compare)
     found += replica_findings(ours)
+    found += hocuspocus_findings([ours, compare, hocuspocus])
     if not found:
         return []
     lines = [
@@ -1061,21 +1178,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--ours", default="ours", help="result name of `make bench`")
     parser.add_argument("--compare", default="compare", help="result name of `make bench-compare`")
+    parser.add_argument(
+        "--hocuspocus", default="hocuspocus", help="result name of `make bench-hocuspocus`"
+    )
     args = parser.parse_args(argv)
     ours, compare = load(args.ours), load(args.compare)
+    hocuspocus = load(args.hocuspocus)
     if ours is None and compare is None:
         print(
             "no results in bench/results/ (run make bench or make bench-compare)", file=sys.stderr
         )
         return 1
-    lines = header(ours, compare)
+    lines = header(ours, compare, hocuspocus)
     if compare is not None:
         lines += headline_section(compare)
-    lines += findings_section(ours, compare)
+    lines += findings_section(ours, compare, hocuspocus)
     lines += machine_section(compare or ours)  # type: ignore[arg-type]
     lines += method_section(ours, compare)
     if compare is not None:
         lines += compare_section(compare)
+    lines += hocuspocus_section([ours, compare, hocuspocus])
     if ours is not None:
         lines += ours_section(ours)
         lines += rest_section(ours)

@@ -2,6 +2,7 @@
 
     python -m bench.run ours      # make bench: our server, every workload, REST, a profile
     python -m bench.run compare   # make bench-compare: the same workloads on four servers
+    python -m bench.run hocuspocus  # many panels over one socket only (part of both above)
 
 Options: --repeats N (BENCH_REPEATS), --only W1,W2, --servers S1,S2, --name NAME (the result
 file bench/results/NAME.json), --quick (tiny sizes, for trying the bench itself; such a result
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .launchers import LAUNCHERS, Launcher, Ours, scratch_dir
+from .launchers import LAUNCHERS, Launcher, Ours, OursHocuspocus, scratch_dir
 from .loadgen import check_installed
 from .machine import (
     BENCH_DIR,
@@ -47,14 +48,19 @@ from .workloads import COMPARED, DEFLATE_DIAGNOSTICS, REST_PHASES, WORKLOADS, Ho
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = BENCH_DIR / "results"
 OURS = Ours.name
+OURS_HP = OursHocuspocus.name  # the same server, clients on /ws/hocuspocus
+HP_WORKLOADS = ("fanout", "fanout-shared", "panels")  # many panels over one socket
 QUIET_PCT = 40.0  # other processes' CPU (% of one core) under which a run starts at once
 QUIET_WAIT_S = 15.0  # at most this long per run
 QUIET_BUDGET_S = 150.0  # and at most this long in all
+# A suite's `plan` names the servers of a workload when not all of the suite's run it.
 SUITES: dict[str, dict[str, Any]] = {
     "ours": {
-        "servers": [OURS],
+        "servers": [OURS, OURS_HP],
         "workloads": [
             "fanout",
+            "fanout-shared",
+            "panels",
             "hot-room",
             "connections",
             "cold-sync",
@@ -64,14 +70,39 @@ SUITES: dict[str, dict[str, Any]] = {
             "replicas-2",
             "replicas-4",
         ],
+        "plan": {"fanout": [OURS, OURS_HP], "fanout-shared": [OURS_HP], "panels": [OURS, OURS_HP]},
+        "plan_default": [OURS],
         "extras": True,
         "command": "make bench",
     },
     "compare": {
-        "servers": [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
-        "workloads": list(COMPARED),
+        "servers": [OURS, OURS_HP, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
+        "workloads": [*COMPARED, "fanout-shared", "panels"],
+        # Our Hocuspocus endpoint runs what the Hocuspocus server is compared on: fan-out
+        # (a socket per client), fan-out over shared sockets, panels; the other workloads
+        # measure the same server as crdt-state's (and the suite stays within its time).
+        "plan": {
+            "fanout": [
+                OURS,
+                OURS_HP,
+                "y-websocket",
+                "hocuspocus",
+                "pycrdt-websocket",
+                "relay-floor",
+            ],
+            "fanout-shared": [OURS_HP, "hocuspocus"],
+            "panels": [OURS, OURS_HP, "hocuspocus"],
+        },
+        "plan_default": [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
         "extras": False,
         "command": "make bench-compare",
+    },
+    "hocuspocus": {
+        "servers": [OURS, OURS_HP, "hocuspocus"],
+        "workloads": list(HP_WORKLOADS),
+        "plan": {"fanout-shared": [OURS_HP, "hocuspocus"]},
+        "extras": False,
+        "command": "make bench-hocuspocus",
     },
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -81,6 +112,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "cold-sync": {"updates": 2000, "joiners": 10},
     "cold-sync-log": {"updates": 2000, "joiners": 10},
     "rest": {"seconds": 2.0, "get_rate": 100.0, "patch_rate": 50.0, "history_rate": 50.0},
+    "fanout-shared": {"rooms": 5, "updates": 6, "warmup_s": 1.0},
+    "panels": {"tabs": 4, "panels": 10, "idle_seconds": 1.0},
 }
 # What the ratios (ours ÷ theirs) are computed for, per workload.
 RATIO_METRICS = {
@@ -102,6 +135,18 @@ RATIO_METRICS = {
         "rss_per_connection_bytes",
         "connects_per_s",
         "server_cpu_ms_per_connect",
+    ],
+    "fanout-shared": [
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "server_cpu_ms_per_1000_deliveries",
+        "server_rss_peak_bytes",
+    ],
+    "panels": [
+        "rss_per_subscription_bytes",
+        "subscriptions_per_s",
+        "server_cpu_ms_per_subscription",
     ],
     "cold-sync": [
         "server_cpu_ms_per_join",
@@ -142,9 +187,9 @@ def run_once(
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
     if workload.auth and isinstance(launcher, Ours):
-        launcher = Ours(dev=False)
+        launcher = type(launcher)(dev=False)
     if "replicas" in params and isinstance(launcher, Ours):
-        launcher = Ours(replicas=params["replicas"], shared=True)
+        launcher = type(launcher)(replicas=params["replicas"], shared=True)
     workdir = scratch_dir(f"{launcher.name}-{workload.name}")
     before = quiet.wait()
     began = time.monotonic()
@@ -205,10 +250,13 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(workload: str, per_server: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    ours = per_server.get(OURS, {}).get("summary", {})
+    """Ours ÷ each other server (ours: crdt-state, or its Hocuspocus endpoint where the
+    workload is for the Hocuspocus provider only)."""
+    base = OURS if OURS in per_server else OURS_HP
+    ours = per_server.get(base, {}).get("summary", {})
     table: dict[str, dict[str, float | None]] = {}
     for name, entry in per_server.items():
-        if name == OURS:
+        if name == base:
             continue
         theirs = entry.get("summary", {})
         row: dict[str, float | None] = {}
@@ -363,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": {},
     }
     quiet = Quiet()
+    plan: dict[str, list[str]] = suite.get("plan", {})
+    default_plan: list[str] | None = suite.get("plan_default")
     for n in names:
         workload = WORKLOADS[n]
         result["workloads"][n] = {
@@ -371,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
             "servers": {
                 launcher.name: {"runs": []}
                 for launcher in launchers
-                if (not workload.ours_only or launcher.name == OURS) and n not in launcher.skips
+                if (not workload.ours_only or launcher.name == OURS)
+                and n not in launcher.skips
+                and workload.client_only in (None, launcher.client)
+                and launcher.name in plan.get(n, default_plan or [launcher.name])
             },
         }
 
@@ -385,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             workload = WORKLOADS[n]
             entry = result["workloads"][n]
             order = [lnch for lnch in launchers if lnch.name in entry["servers"]]
+            if not order:
+                continue
             shift = (repeat - 1) % len(order)
             order = order[shift:] + order[:shift]
             for launcher in order:

@@ -99,11 +99,14 @@ def client_spec(
     server: Server, launcher: Launcher, p: dict[str, Any], **fields: Any
 ) -> dict[str, Any]:
     """The load generator's spec: which client stack, which URLs, permessage-deflate offered
-    (as browsers do) unless the parameters say `deflate: false`."""
+    (as browsers do) unless the parameters say `deflate: false`; with `docs_per_socket` (the
+    Hocuspocus provider only), that many clients share each socket, as the panels of a tab."""
     return {
         "client": launcher.client,
         "urls": server.urls(WORKSPACE),
+        "namePrefix": launcher.document_prefix.format(workspace=WORKSPACE),
         "deflate": bool(p.get("deflate", True)),
+        "docsPerSocket": int(p.get("docs_per_socket", 0)) if launcher.client == "hocuspocus" else 0,
         **fields,
     }
 
@@ -122,6 +125,7 @@ class Workload:
     timeout: float
     ours_only: bool = False
     auth: bool = False  # ours runs with JWT authentication (not --dev) for this workload
+    client_only: str | None = None  # only servers measured with this client stack
 
     def resolved(self) -> dict[str, Any]:
         """Parameters with environment overrides: BENCH_<WORKLOAD>_<PARAM> (upper case, `_`)."""
@@ -143,11 +147,12 @@ def fanout(
     hooks: Hooks | None = None,
 ) -> dict[str, Any]:
     """R rooms × C clients, each client writing U updates at a fixed rate; every update carries
-    its send time and is timed at each other client of its room when its observer fires."""
+    its send time and is timed at each other client of its room when its observer fires. With
+    `shared_sockets`, client c of every room is a document on tab c's one socket."""
     spec = client_spec(
         server,
         launcher,
-        p,
+        p | ({"docs_per_socket": p["rooms"]} if p.get("shared_sockets") else {}),
         workload="fanout",
         roomPrefix=p["room_prefix"],
         rooms=p["rooms"],
@@ -172,6 +177,7 @@ def fanout(
     latency = result["latencyMs"]
     figures: dict[str, Any] = {
         "clients": result["clients"],
+        "sockets": result["sockets"],
         "connect_failed": result["connect"]["failed"],
         "connect_s": result["connect"]["ms"] / 1000,
         "updates_sent": result["sent"],
@@ -239,7 +245,7 @@ def connections(
         launcher,
         p,
         workload="connections",
-        roomPrefix="idle",
+        roomPrefix=p.get("room_prefix", "idle"),
         clients=p["clients"],
         rooms=p["rooms"],
         idleSeconds=p["idle_seconds"],
@@ -259,6 +265,7 @@ def connections(
     connected = result["connected"]
     return {
         "clients": result["clients"],
+        "sockets": result["sockets"],
         "rooms": result["rooms"],
         "connected": connected,
         "connect_failed": result["failed"],
@@ -281,6 +288,48 @@ def connections(
         else None,
         "idle_server_cpu_pct": idle["server_cpu_pct"],
         **loadgen_flags(connect),
+    }
+
+
+def panels(
+    server: Server,
+    launcher: Launcher,
+    p: dict[str, Any],
+    workdir: Path,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """T tabs each showing the same P panels, idle: memory and CPU per panel subscription.
+    With the Hocuspocus provider the P documents of a tab share one socket; with y-websocket
+    each panel is a socket of its own (what a page does today)."""
+    shared = launcher.client == "hocuspocus"
+    subscriptions = p["tabs"] * p["panels"]
+    figures = connections(
+        server,
+        launcher,
+        p
+        | {
+            "clients": subscriptions,
+            "rooms": p["panels"],
+            "room_prefix": "panel",
+            "docs_per_socket": p["panels"] if shared else 0,
+        },
+        workdir,
+        hooks,
+    )
+    connected = figures["connected"]
+    return {
+        "subscriptions": subscriptions,
+        "shared_socket": shared,
+        "rss_per_subscription_bytes": figures.pop("rss_per_connection_bytes"),
+        "server_cpu_ms_per_subscription": figures.pop("server_cpu_ms_per_connect"),
+        "subscriptions_per_s": figures.pop("connects_per_s"),
+        "rss_per_socket_bytes": (
+            (figures["server_rss_connected_bytes"] - figures["server_rss_baseline_bytes"])
+            / figures["sockets"]
+            if connected and figures["sockets"]
+            else None
+        ),
+        **figures,
     }
 
 
@@ -569,6 +618,38 @@ WORKLOADS: dict[str, Workload] = {
             timeout=300,
             ours_only=True,
             auth=True,
+        ),
+    )
+}
+
+# Many panels over one socket (docs/PROTOCOL.md, "/ws/hocuspocus"): what a panel subscription
+# costs, 20 tabs × 50 panels, a socket per panel or one per tab; and the fan-out workload with
+# each tab a document of every room over one shared socket (4 sockets × 50 documents).
+WORKLOADS |= {
+    w.name: w
+    for w in (
+        Workload(
+            "panels",
+            "Panels: 20 tabs × 50 panels, a socket per panel (y-websocket) or one per tab "
+            "(Hocuspocus provider)",
+            panels,
+            {
+                "tabs": 20,
+                "panels": 50,
+                "idle_seconds": 3.0,
+                "connect_concurrency": 100,
+                "deflate": False,
+            },
+            timeout=300,
+        ),
+        Workload(
+            "fanout-shared",
+            "Fan-out over shared sockets: the fan-out load, each tab one socket carrying a "
+            "document of every room",
+            fanout,
+            FANOUT_PARAMS | {"room_prefix": "shared", "shared_sockets": True},
+            timeout=240,
+            client_only="hocuspocus",
         ),
     )
 }

@@ -26,12 +26,14 @@ from .faces.ai_context import context_routes
 from .faces.api_docs import api_docs_routes
 from .faces.context import Context
 from .faces.health import health_routes
+from .faces.hocuspocus_socket import HocuspocusSocket, hocuspocus_socket
 from .faces.http import JSONResponse, http_error, internal_error, state_error
 from .faces.inspect import inspect_routes
 from .faces.rest import panel_routes
 from .faces.snapshots import snapshot_routes
 from .faces.state_socket import state_socket
 from .faces.yjs_socket import Message, Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
+from .hocuspocus import PATH as HOCUSPOCUS_PATH
 from .idempotency import IdempotencyCache
 from .ids import check_path_ids
 from .jwks import JwksKeys
@@ -120,6 +122,9 @@ class App:
             if params is not None:
                 socket = YjsSocket(scope, receive, send, *params)
                 return await yjs_socket(socket, self.state.context)
+            if scope["path"] == HOCUSPOCUS_PATH:  # many panels over one socket
+                shared = HocuspocusSocket(scope, receive, send)
+                return await hocuspocus_socket(shared, self.state.context)
         await self.starlette(scope, receive, send)
 
 

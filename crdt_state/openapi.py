@@ -6,7 +6,7 @@ route of the app (and nothing else), every error code and detail the server uses
 is valid OpenAPI 3.1; the contract suite checks every answer it gets against the schemas here
 (openapi_schemas.py), whose objects are closed (`additionalProperties: false`).
 
-OpenAPI has no WebSocket operations: the two sockets are described under `x-websockets`.
+OpenAPI has no WebSocket operations: the sockets are described under `x-websockets`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ snapshotted to Git.
   not `.` or `..`; a workspace id has no `:`), percent-encoded as UTF-8 in the path.
 - **Writes** answer `ETag: "<version>"` and honour `Idempotency-Key` (a retry gets the first
   answer).
-- **WebSockets**: `x-websockets` below (Yjs and JSON subscriptions).
+- **WebSockets**: `x-websockets` below (Yjs, Hocuspocus and JSON subscriptions).
 """
 
 # --- errors -------------------------------------------------------------------------------
@@ -144,6 +144,31 @@ WEBSOCKETS: list[dict[str, Any]] = [
             "4409": "stale epoch: drop the local copy",
             "4413": "too large",
             "4429": "rate limited",
+        },
+        "description": "docs/PROTOCOL.md",
+    },
+    {
+        "path": "/ws/hocuspocus",
+        "summary": "Many panels' Yjs documents over one socket (Hocuspocus protocol, "
+        "`@hocuspocus/provider` 3); a document is named `{workspace}/{panel}`",
+        "parameters": {"token": "A token for documents whose Auth message carries none."},
+        "messages": {
+            "every frame": "varstring(document name) varuint(type) body",
+            "0 sync": "as on /ws/yjs; step 2 and updates are acknowledged with 8",
+            "1 awareness": "presence updates, relayed (and echoed to the sender)",
+            "2 auth": "client: token; server: authenticated (scope readonly | read-write) "
+            "or permission denied (`<error code>: <message>`), for that document only",
+            "3 query-awareness": "answered with every presence state",
+            "5 stateless": "accepted, not relayed",
+            "7 close": "client: close the document; server: the document closed "
+            "(`<close code>: <reason>`)",
+            "8 sync-status": "server: 1 once an update is applied and logged, 0 if refused",
+        },
+        "closeCodes": {
+            "1012": "server restarting",
+            "1013": "try again later (slow consumer, store unavailable)",
+            "4400": "a frame that names no document, a text frame",
+            "4401": "a token of the socket's documents expired or was revoked",
         },
         "description": "docs/PROTOCOL.md",
     },

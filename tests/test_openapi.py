@@ -29,6 +29,7 @@ from crdt_state.config import Settings
 from crdt_state.errors import StateError
 from crdt_state.faces.yjs_socket import PREFIX as YJS_PREFIX
 from crdt_state.faces.yjs_socket import yjs_path
+from crdt_state.hocuspocus import PATH as HOCUSPOCUS_PATH
 from crdt_state.openapi import ANY_STATUS_CODES, ERROR_CODES, ERROR_DETAILS, document
 
 from .conftest import token
@@ -95,7 +96,7 @@ def test_both_websockets_are_described() -> None:
     sockets = {route.path for route in app_routes() if isinstance(route, WebSocketRoute)}
     yjs = YJS_PREFIX + "{workspace}/{panel}"  # served on ASGI, outside the router
     assert yjs_path(yjs) == ("{workspace}", "{panel}")
-    assert {socket["path"] for socket in SPEC["x-websockets"]} == {*sockets, yjs}
+    assert {socket["path"] for socket in SPEC["x-websockets"]} == {*sockets, yjs, HOCUSPOCUS_PATH}
 
 
 def test_operations_have_ids_roles_and_documented_errors() -> None:

@@ -3,8 +3,10 @@
 //   node bench/js/loadgen.mjs '<json spec>'
 //
 // Clients are the stock browser stack: a Y.Doc per client and a `y-websocket` WebsocketProvider
-// (or, for the Hocuspocus server, which speaks its own multiplexed protocol, the
-// HocuspocusProvider), each over its own `ws` socket. REST load uses node:http with keep-alive.
+// (or, for servers that speak the Hocuspocus protocol, the HocuspocusProvider), each over its
+// own `ws` socket; or, with `docsPerSocket` (Hocuspocus only), the clients of a tab sharing one
+// HocuspocusProviderWebsocket, as a page showing many panels does. REST load uses node:http
+// with keep-alive.
 //
 // Talks JSON lines. stdout: {"event": "barrier", "name": …} at each phase boundary, then waits
 // for one line on stdin ({"cmd": "go", …}) so that the driver can sample the server's CPU and
@@ -13,7 +15,7 @@
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { HocuspocusProvider } from '@hocuspocus/provider'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import WebSocket from 'ws'
 import http from 'node:http'
 import readline from 'node:readline'
@@ -94,34 +96,49 @@ const roundStats = (stats) => Object.fromEntries(Object.entries(stats).map(([k, 
 // ---------------------------------------------------------------------------------------------
 // one collaborative client: a Y.Doc and the provider browsers would use with that server
 
+/** What arrives on a socket (shared by the clients of a shared socket). */
+const newWire = () => ({ messages: 0, bytes: 0, opens: 0, closeCodes: [] })
+
+/** The `ws` client, counting into `wire`; like a browser, it offers permessage-deflate
+ * unless told not to. */
+const countingWebSocket = (wire, deflate) =>
+  class CountingWebSocket extends WebSocket {
+    constructor (address, protocols) {
+      super(address, protocols, { perMessageDeflate: deflate })
+      this.on('open', () => { wire.opens++ })
+      this.on('message', (data) => {
+        wire.messages++
+        wire.bytes += data.length ?? data.byteLength ?? 0
+      })
+      this.on('close', (code) => { wire.closeCodes.push(code) })
+      this.on('error', () => {}) // a refused socket reports through 'close' as well
+    }
+  }
+
+/** One shared HocuspocusProviderWebsocket: the socket of a tab showing many panels. */
+class SharedSocket {
+  constructor (url, deflate) {
+    this.wire = newWire()
+    this.socket = new HocuspocusProviderWebsocket({ url, WebSocketPolyfill: countingWebSocket(this.wire, deflate) })
+  }
+
+  destroy () {
+    this.socket.destroy()
+  }
+}
+
 class Client {
-  constructor (kind, url, room, params = {}, deflate = true) {
+  constructor (kind, url, room, params = {}, deflate = true, shared = null, namePrefix = '') {
     this.kind = kind
     this.room = room
     this.doc = new Y.Doc()
     this.map = this.doc.getMap('$state')
-    this.messages = 0
-    this.bytes = 0
-    this.opens = 0
-    this.closeCodes = []
+    this.wire = shared ? shared.wire : newWire()
     this.received = 0 // updates of other writers integrated (seen or merged)
     this.merged = 0 // integrated together with a later one: its value was never visible
     this.stale = 0 // a value older than one already seen (must not happen)
     this.lastSeq = new Map() // writer key -> last sequence number seen
-    const client = this
-    class CountingWebSocket extends WebSocket {
-      constructor (address, protocols) {
-        // Like a browser, the ws client offers permessage-deflate unless told not to.
-        super(address, protocols, { perMessageDeflate: deflate })
-        this.on('open', () => { client.opens++ })
-        this.on('message', (data) => {
-          client.messages++
-          client.bytes += data.length ?? data.byteLength ?? 0
-        })
-        this.on('close', (code) => { client.closeCodes.push(code) })
-        this.on('error', () => {}) // a refused socket reports through 'close' as well
-      }
-    }
+    const CountingWebSocket = countingWebSocket(this.wire, deflate)
     let resolveSynced
     this.synced = new Promise((resolve) => { resolveSynced = resolve })
     this.isSynced = false
@@ -130,10 +147,15 @@ class Client {
       this.isSynced = true
       resolveSynced()
     }
-    if (kind === 'hocuspocus') {
+    if (kind === 'hocuspocus' && shared) {
+      this.provider = new HocuspocusProvider({ websocketProvider: shared.socket, name: namePrefix + room, document: this.doc })
+      this.provider.attach()
+      this.provider.on('synced', onSynced)
+      if (this.provider.isSynced) onSynced()
+    } else if (kind === 'hocuspocus') {
       this.provider = new HocuspocusProvider({
         url,
-        name: room,
+        name: namePrefix + room,
         document: this.doc,
         WebSocketPolyfill: CountingWebSocket
       })
@@ -148,6 +170,8 @@ class Client {
       this.provider.on('sync', (synced) => { if (synced) onSynced() })
     }
   }
+
+  get bytes () { return this.wire.bytes }
 
   get connected () {
     if (this.kind === 'hocuspocus') return this.provider.configuration.websocketProvider.status === 'connected'
@@ -167,6 +191,8 @@ class Client {
 const clientUrl = (spec, index) => spec.urls[index % spec.urls.length]
 
 /** Open clients with at most `concurrency` handshakes in flight; each waits for its first sync.
+ * With `spec.docsPerSocket` (Hocuspocus), client i is a document on the shared socket of tab
+ * floor(i / docsPerSocket), opened with the first of its documents.
  *
  * Each room is opened by one client before the others join it: pycrdt-websocket 0.16.5 leaves a
  * client hanging forever when it joins a room that another connection is still starting (its
@@ -175,6 +201,13 @@ const connectAll = async (spec, rooms, { concurrency, timeoutMs }) => {
   const clients = new Array(rooms.length)
   const times = []
   let failed = 0
+  const sockets = new Map() // tab -> SharedSocket
+  const sharedFor = (index) => {
+    if (!spec.docsPerSocket || spec.client !== 'hocuspocus') return null
+    const tab = Math.floor(index / spec.docsPerSocket)
+    if (!sockets.has(tab)) sockets.set(tab, new SharedSocket(clientUrl(spec, tab), spec.deflate ?? true))
+    return sockets.get(tab)
+  }
   const firsts = []
   const rest = []
   const opened = new Set()
@@ -191,7 +224,10 @@ const connectAll = async (spec, rooms, { concurrency, timeoutMs }) => {
       while (next < indexes.length) {
         const index = indexes[next++]
         const start = performance.now()
-        const client = new Client(spec.client, clientUrl(spec, index), rooms[index], spec.params ?? {}, spec.deflate ?? true)
+        const client = new Client(
+          spec.client, clientUrl(spec, index), rooms[index], spec.params ?? {}, spec.deflate ?? true,
+          sharedFor(index), spec.namePrefix ?? ''
+        )
         clients[index] = client
         const ok = await Promise.race([client.synced.then(() => true), sleep(timeoutMs).then(() => false)])
         if (ok) times.push(performance.now() - start)
@@ -202,7 +238,7 @@ const connectAll = async (spec, rooms, { concurrency, timeoutMs }) => {
   }
   await wave(firsts)
   await wave(rest)
-  return { clients, times, failed }
+  return { clients, times, failed, sockets: [...sockets.values()] }
 }
 
 // JSON with object keys sorted at every level. Servers built on yrs (ours, pycrdt-websocket)
@@ -225,7 +261,14 @@ const docDigest = (doc) => {
   return { sv, hash: hash.digest('hex'), size: keys.length }
 }
 
-const closesOf = (clients) => clients.reduce((n, c) => n + (c ? c.closeCodes.length : 0), 0)
+/** Closes seen by the clients' sockets (a shared socket counted once). */
+const closesOf = (clients) => {
+  let closes = 0
+  for (const wire of new Set(clients.filter(Boolean).map((c) => c.wire))) closes += wire.closeCodes.length
+  return closes
+}
+
+const socketsOf = (clients) => new Set(clients.filter(Boolean).map((c) => c.wire)).size
 
 // ---------------------------------------------------------------------------------------------
 // fan-out (and hot room): R rooms × C writers; every update is seen by the C − 1 others.
@@ -251,7 +294,7 @@ const fanout = async (spec) => {
   for (let c = 0; c < clientsPerRoom; c++) for (let r = 0; r < rooms; r++) order.push(r * clientsPerRoom + c)
   const roomsInOrder = order.map((i) => roomOf[i])
   const connectStart = performance.now()
-  const { clients: ordered, times, failed } = await connectAll(spec, roomsInOrder, spec.connect)
+  const { clients: ordered, times, failed, sockets } = await connectAll(spec, roomsInOrder, spec.connect)
   const connectMs = performance.now() - connectStart
   const clients = new Array(ordered.length)
   order.forEach((i, k) => { clients[i] = ordered[k] })
@@ -373,6 +416,7 @@ const fanout = async (spec) => {
   })
   const result = {
     clients: clients.length,
+    sockets: socketsOf(clients),
     lostByRoom,
     latencyTimeline,
     connect: { ms: round(connectMs), failed, perClient: roundStats(percentiles(times)) },
@@ -403,6 +447,7 @@ const fanout = async (spec) => {
     closesDuringRun: closesOf(clients) - closesBefore
   }
   for (const client of clients) client.destroy()
+  for (const socket of sockets) socket.destroy()
   await sleep(200)
   return result
 }
@@ -415,7 +460,7 @@ const connections = async (spec) => {
   const roomNames = Array.from({ length: count }, (_, i) => `${spec.roomPrefix}-${i % rooms}`)
   await barrier('baseline')
   const start = performance.now()
-  const { clients, times, failed } = await connectAll(spec, roomNames, spec.connect)
+  const { clients, times, failed, sockets } = await connectAll(spec, roomNames, spec.connect)
   const connectMs = performance.now() - start
   await barrier('connected', { connectMs, failed })
   const closesBefore = closesOf(clients)
@@ -424,6 +469,7 @@ const connections = async (spec) => {
   await barrier('idle', { open })
   const result = {
     clients: count,
+    sockets: socketsOf(clients),
     rooms,
     connected: count - failed,
     failed,
@@ -434,6 +480,7 @@ const connections = async (spec) => {
     closesWhileIdle: closesOf(clients) - closesBefore
   }
   for (const client of clients) if (client) client.destroy()
+  for (const socket of sockets) socket.destroy()
   await sleep(500)
   return result
 }
@@ -444,7 +491,7 @@ const connections = async (spec) => {
 const coldSync = async (spec) => {
   const { updates, keys, joiners, room } = spec
   const open = async (url) => {
-    const client = new Client(spec.client, url, room, spec.params ?? {}, spec.deflate ?? true)
+    const client = new Client(spec.client, url, room, spec.params ?? {}, spec.deflate ?? true, null, spec.namePrefix ?? '')
     const ok = await Promise.race([client.synced.then(() => true), sleep(spec.connect.timeoutMs).then(() => false)])
     if (!ok) throw new Error(`a preload client could not sync with ${url}`)
     return client
@@ -474,7 +521,7 @@ const coldSync = async (spec) => {
   await Promise.all(
     Array.from({ length: joiners }, async (_, j) => {
       const t0 = performance.now()
-      const client = new Client(spec.client, urls[j % urls.length], room, spec.params ?? {}, spec.deflate ?? true)
+      const client = new Client(spec.client, urls[j % urls.length], room, spec.params ?? {}, spec.deflate ?? true, null, spec.namePrefix ?? '')
       clients.push(client)
       const ok = await Promise.race([client.synced.then(() => true), sleep(spec.connect.timeoutMs).then(() => false)])
       if (ok) times.push(performance.now() - t0)

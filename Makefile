@@ -16,7 +16,7 @@ INSPECTOR_BUILT := crdt_state/inspector_dist/index.html
 INSPECTOR_SOURCES := $(INSPECTOR)/index.html $(INSPECTOR)/vite.config.ts $(INSPECTOR)/tsconfig.json \
 	$(wildcard $(INSPECTOR)/src/*)
 
-.PHONY: run test lint typecheck install bench bench-compare bench-hocuspocus bench-context clean fuzz chart-test
+.PHONY: run test lint typecheck install bench bench-compare bench-hocuspocus bench-context clean fuzz chart-test chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -70,6 +70,13 @@ chart-test: $(DEPLOY_STAMP)
 	@$(BIN)/python -c "import helm_python, kubernetes_validate" 2>/dev/null || { \
 	  echo "chart-test: helm-python-sdk and kubernetes-validate are not installed (see above)" >&2; exit 1; }
 	$(BIN)/pytest -q tests/test_chart.py
+
+# A replica killed in the middle of a live run, CHAOS_RUNS times (docs/REPLICAS.md, "A replica
+# killed mid-run"): every delivery made and every panel converged in every run. ~20 s a run;
+# `make test` runs it once.
+CHAOS_RUNS ?= 20
+chaos: $(STAMP) $(JS_STAMP)
+	CRDT_STATE_CHAOS_RUNS=$(CHAOS_RUNS) $(BIN)/pytest -q -p no:cacheprovider tests/test_chaos.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check crdt_state adapters tests bench migrations

@@ -52,7 +52,7 @@ class DocumentConnection(Connection):
     sends while the panel opens) to its close."""
 
     face = "hocuspocus"
-    __slots__ = ("host", "limits", "name", "pending", "prefix", "session", "task")
+    __slots__ = ("host", "limits", "name", "owed", "pending", "prefix", "session", "task")
 
     def __init__(self, host: Host, name: str) -> None:
         # Not Connection.__init__: no socket, queue or writer here; the shared socket's do it.
@@ -64,6 +64,9 @@ class DocumentConnection(Connection):
         self._close: tuple[int, str] | None = None
         self.unanswered = 0
         self._answered: asyncio.Future[None] | None = None
+        # Updates dropped for a gap (YjsSession.missed): acknowledged once the step 2 that
+        # brings their content is logged.
+        self.owed = 0
         self.session: DocumentSession | None = None  # once admitted
         self.limits: SocketLimits | None = None
         self.pending: deque[Message] | None = deque()  # None once open
@@ -158,11 +161,19 @@ class DocumentSession(YjsSession):
                 message.payload, conn, self.who, may_write_computed=self.may_write_computed
             )
             conn.acknowledge(change)
+            if message.sync_type == SyncType.STEP2:
+                while conn.owed:  # the updates dropped for a gap: their content is in this
+                    conn.owed -= 1
+                    conn.acknowledge(change)
         else:
             room.peers.dropped_read_only += 1
             conn.send_status(message.sync_type == SyncType.STEP2 and holds(room, message.payload))
         if message.sync_type == SyncType.STEP2:
             conn.answered()
+
+    def missed(self) -> None:
+        self.conn.owed += 1  # the provider counts the update as unsynced until acknowledged
+        super().missed()
 
 
 def holds(room: Room, update: bytes) -> bool:

@@ -74,6 +74,9 @@ class YjsSession:
         try:
             self._dispatch(message)
         except UpdateRefused as exc:
+            if exc.code == "gap" and message.sync_type == SyncType.UPDATE:
+                self.missed()
+                return
             log.info("room %s: refused a client's update: %s", self.room.key, exc.reason)
             conn.close(exc.close_code, exc.reason)
         except DocumentTooLarge as exc:
@@ -116,6 +119,19 @@ class YjsSession:
             elif not self.query_due:
                 self.query_due = True
                 asyncio.get_running_loop().call_later(wait, room.post, self.answer_query)
+
+    def missed(self) -> None:
+        """In the room: a live update of the client skips clocks the room lacks, and is
+        dropped. Legitimate: a client that reconnects sends its edits as it makes them, before
+        it has read the room's sync step 1 and answered with what the room lacks (the edits it
+        made while disconnected). The client answers every step 1, in order, with everything
+        of its doc the room lacks, the dropped update included: if a step 1 is unanswered, the
+        client sent this update before reading it, so that answer will hold it; otherwise the
+        room asks now. Nothing is kept meanwhile; a client that never answers only loses its
+        own updates."""
+        conn = self.conn
+        if conn.unanswered == 0:
+            conn.ask(sync_step1(self.room.state_vector()))
 
     def answer_query(self) -> None:
         """In the room: the room's presence, to this client."""

@@ -825,7 +825,8 @@ def test_a_type_whose_parent_cannot_be_determined_is_refused():
 
 def test_updates_that_skip_clocks_are_refused():
     """yrs would keep what follows a gap pending (another struct may later take those ids), and
-    its pending updates have left docs whose get_update() panics. Clients never send gaps."""
+    its pending updates have left docs whose get_update() panics. A client's live update
+    with a gap (right after a reconnect) is dropped and the client asked again: sessions.py."""
     server = Server()
     server.receive(set_value(1))  # client HOSTILE is at clock 1
     info = refused(server.guard, set_value(2, clock=3))

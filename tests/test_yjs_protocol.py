@@ -139,3 +139,55 @@ async def test_a_client_cannot_change_the_server_owned_meta(server):
     assert other.doc.get("$meta", type=Map)["epoch"] == epoch
     after = rest_state(server, "meta")
     assert after["epoch"] == epoch and after["version"] == before["version"]
+
+
+async def next_step1(peer: RawPeer) -> bytes:
+    """The server's next sync step 1 (its state vector), skipping other messages."""
+    while True:
+        message = await peer.recv()
+        if (
+            message.type == protocol.MessageType.SYNC
+            and message.sync_type == protocol.SyncType.STEP1
+        ):
+            return message.payload
+
+
+async def test_edits_that_skip_what_the_client_made_offline_are_kept_not_refused(server):
+    """A client back from an outage goes on editing before it has answered the server's sync
+    step 1 with the edits it made offline (y-websocket sends each edit as it is made): the
+    live edit skips clocks the room lacks. The socket stays open and the client's answer
+    brings everything; with no question open, the server asks."""
+    url = f"{server.yjs_url('ws')}/gap?token={token()}"
+    first = await writer(server, "gap")
+    await first.set("online", 1)
+    await first.close()
+    first.state["offline"] = 2  # made while disconnected: in the doc, never sent
+
+    peer = await RawPeer.open(url)
+    peer.doc, peer.state = first.doc, first.state  # the same client, reconnected
+    question = await next_step1(peer)  # the join's step 1, not answered yet
+    await peer.set("live", 3)  # skips "offline": dropped, the answer will hold it
+    await peer.ws.send(protocol.sync_step2(peer.doc.get_update(question)))
+    await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))  # a round trip: all applied
+    await next_step2(peer)
+    assert rest_state(server, "gap")["state"]["$state"] == {"online": 1, "offline": 2, "live": 3}
+
+    peer.state["offline2"] = 4  # not sent
+    await peer.set("live2", 5)  # skips it, and no question is open: the server asks
+    question = await next_step1(peer)
+    await peer.ws.send(protocol.sync_step2(peer.doc.get_update(question)))
+    await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))
+    await next_step2(peer)
+    state = rest_state(server, "gap")["state"]["$state"]
+    assert state == {"online": 1, "offline": 2, "live": 3, "offline2": 4, "live2": 5}
+    await peer.close()
+
+
+async def next_step2(peer: RawPeer) -> bytes:
+    while True:
+        message = await peer.recv()
+        if (
+            message.type == protocol.MessageType.SYNC
+            and message.sync_type == protocol.SyncType.STEP2
+        ):
+            return message.payload

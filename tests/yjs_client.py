@@ -264,6 +264,15 @@ class YjsClients:
         """`count` updates from client `name`, one transaction each, as fast as it can send."""
         await self.request("burst", limit=within, name=name, count=count, prefix=prefix)
 
+    async def start_writing(self, name: str, hz: float, prefix: str) -> None:
+        """Client `name` sets `$state[prefix + i] = i`, i = 0, 1, ..., `hz` times a second in
+        its own doc (connected or not), until `stop_writing`."""
+        await self.request("startWriting", name=name, hz=hz, prefix=prefix)
+
+    async def stop_writing(self, name: str) -> int:
+        """Stop the writer of `start_writing`; how many keys it wrote."""
+        return int((await self.request("stopWriting", name=name))["written"])
+
     async def delete(self, name: str, path: YPath) -> bool:
         reply = await self.request("delete", name=name, path=list(path))
         return bool(reply["existed"])

@@ -18,6 +18,9 @@
 //   push {name, path, value}     append to the Y.Array at path
 //   json {name, [roots]}         -> {json: {root: toJSON}} ($state, $computed, $meta)
 //   waitFor {name, path, equals | missing: true} -> {value}
+//   startWriting {name, hz, prefix}  a timer sets `$state[prefix + i] = i`, i = 0, 1, ... at
+//       `hz` a second in the client's own doc, connected or not (a user typing through an
+//       outage); stopWriting {name} -> {written}
 //   waitJsonEquals {name, json, [root="$state"]} -> {json}
 //   awareness {name, state}      setLocalState (null allowed)
 //   peers {name}                 -> {clientId, states: {id: state}} (others only)
@@ -383,6 +386,27 @@ const commands = {
     return {}
   },
 
+  startWriting: async ({ name, hz, prefix }) => {
+    const client = getClient(name)
+    if (client.writer) fail(`client ${describe(name)} is already writing`)
+    const state = client.doc.getMap('$state')
+    const writer = { written: 0, timer: null }
+    writer.timer = setInterval(() => {
+      const i = writer.written++
+      client.doc.transact(() => state.set(`${prefix}${i}`, i), LOCAL_ORIGIN)
+    }, 1000 / hz)
+    client.writer = writer
+    return {}
+  },
+
+  stopWriting: async ({ name }) => {
+    const client = getClient(name)
+    const writer = client.writer ?? fail(`client ${describe(name)} is not writing`)
+    clearInterval(writer.timer)
+    client.writer = null
+    return { written: writer.written }
+  },
+
   set: async ({ name, path, value }) => {
     const { doc } = getClient(name)
     checkPath(path, 2)
@@ -552,6 +576,7 @@ const commands = {
   destroy: async ({ name }) => {
     const client = getClient(name)
     clients.delete(name)
+    if (client.writer) clearInterval(client.writer.timer)
     for (const waiter of [...client.waiters]) waiter.cancel('client destroyed')
     client.provider.destroy()
     client.doc.destroy()

@@ -93,7 +93,8 @@ $(BENCH_JS_STAMP): $(BENCH_JS)/package.json $(BENCH_JS)/package-lock.json
 	touch $(BENCH_JS_STAMP)
 
 # Benchmarks (docs/BENCHMARKS.md). Each installs its own tools (the load generator in bench/js;
-# reference servers and py-spy into .bench/) and takes under 15 minutes on 2 cores.
+# reference servers and py-spy into .bench/): `make bench` ~15 min, `make bench-compare` ~18 min
+# on 2 cores.
 bench: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.run ours
 	$(BIN)/python -m bench.report
@@ -101,6 +102,8 @@ bench: $(STAMP) $(BENCH_JS_STAMP)
 	-$(BIN)/python -m bench.bench_git > bench/results/git.json  # exits 1 when a target is missed
 	$(BIN)/python -m bench.bench_snapshots > bench/results/snapshots.json
 	$(BIN)/python -m bench.context_latency --table > bench/results/context.json
+	$(BIN)/python -m bench.burst_commit > bench/results/burst.json
+	$(BIN)/python -m bench.report
 	$(BIN)/python -m bench.report_storage
 
 # The AI context's latency alone (docs/AI-CONTEXT.md): 10, 100 and 1,000 panels, in-process.

@@ -21,13 +21,14 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .machine import BENCH_DIR, ROOT, node_package_versions
+from .machine import BENCH_DIR, ROOT, node_package_versions, postgres_pids, redis_server_pids
 
 SERVERS_SOURCE = ROOT / "bench" / "servers"
 NODE_SERVERS = BENCH_DIR / "servers"
@@ -69,9 +70,13 @@ class Server:
         ws_path: str,
         http_ready: str | None = None,
         cleanup: Callable[[], None] | None = None,
+        services: dict[str, Callable[[], list[int]]] | None = None,
     ) -> None:
         self.name = name
         self.cleanup = cleanup  # after the last stop (not a restart's)
+        # Processes the server relies on but did not start (Redis, PostgreSQL), by name: their
+        # pids, looked up at each reading; the workloads report their CPU next to the server's.
+        self.services = services or {}
         self.args = args
         self.env = env
         self.cwd = cwd
@@ -174,6 +179,11 @@ class Launcher(ABC):
     persistent: ClassVar[bool] = False  # documents survive a restart
     skips: ClassVar[frozenset[str]] = frozenset()  # workloads this server cannot run
     storage: ClassVar[str] = "in memory"
+    replicable: ClassVar[bool] = False  # can run as several processes sharing state (replicas-N)
+
+    def with_replicas(self, replicas: int) -> Launcher:
+        """The same server as `replicas` processes sharing their state (replicas-N workloads)."""
+        raise NotImplementedError(f"{self.name} does not run as replicas")
 
     def install(self) -> None:  # noqa: B027 - most launchers have nothing to install
         """Make sure the server can start (the bench installs reference servers itself)."""
@@ -201,6 +211,18 @@ class Launcher(ABC):
 # Where the replica runs find PostgreSQL and Redis (the machine's own, as the tests use them).
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_address() -> tuple[str, int, int]:
+    """(host, port, database number) of REDIS_URL."""
+    url = urllib.parse.urlsplit(REDIS_URL)
+    db = url.path.strip("/")
+    return url.hostname or "127.0.0.1", url.port or 6379, int(db) if db.isdigit() else 0
+
+
+def _redis_pids() -> list[int]:
+    """The local redis-server of REDIS_URL (none when Redis runs elsewhere)."""
+    return redis_server_pids(_redis_address()[1])
 
 
 def _database_dsn(name: str) -> str:
@@ -247,6 +269,7 @@ class Ours(Launcher):
     name = "crdt-state"
     title = "crdt-state (this repository)"
     persistent = True
+    replicable = True
     storage = "SQLite log, WAL, synchronous=FULL, group commit; every update durable"
 
     def __init__(
@@ -270,6 +293,9 @@ class Ours(Launcher):
             if k.startswith("CRDT_STATE_") and k != "CRDT_STATE_DATA_DIR"
         } | (env or {})
 
+    def with_replicas(self, replicas: int) -> Launcher:
+        return type(self)(replicas=replicas, shared=True)
+
     def server(self, workdir: Path) -> Server:
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -286,11 +312,16 @@ class Ours(Launcher):
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
         cleanup = None
+        services: dict[str, Callable[[], list[int]]] = {}
         if self.shared:
             database = f"crdt_bench_{os.getpid()}_{int(time.time() * 1000)}"
             env["DATABASE_URL"] = _create_database(database)
             env["REDIS_URL"] = REDIS_URL
             cleanup = functools.partial(_drop_database, database)
+            services = {
+                "redis": _redis_pids,
+                "postgres": functools.partial(postgres_pids, database),
+            }
         return Server(
             self.name,
             args,
@@ -301,6 +332,7 @@ class Ours(Launcher):
             ws_path="/ws/yjs/{workspace}",
             http_ready="/health",
             cleanup=cleanup,
+            services=services,
         )
 
     def token(self, workspaces: dict[str, str]) -> str:
@@ -426,6 +458,91 @@ class Hocuspocus(Launcher):
         return node_package_versions(NODE_SERVERS, ["@hocuspocus/server", "yjs", "ws"])
 
 
+def _delete_redis_keys(prefix: str) -> None:
+    """Remove what a run left under its key prefix (the extension's document locks)."""
+    try:
+        import redis
+    except ImportError:
+        return
+    try:
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    except redis.RedisError:
+        pass
+
+
+def _redis_version() -> str | None:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+        try:
+            return str(client.info("server")["redis_version"])
+        finally:
+            client.close()
+    except Exception:  # a version for the record only: never fail the run for it
+        return None
+
+
+class HocuspocusRedis(Hocuspocus):
+    """Hocuspocus with `@hocuspocus/extension-redis`: `replicas` instances sharing the
+    machine's Redis (REDIS_URL), as Hocuspocus runs on several hosts. Each run gets a key and
+    channel prefix of its own; documents stay in memory (no storage extension)."""
+
+    name = "hocuspocus-redis"
+    title = "Hocuspocus + @hocuspocus/extension-redis (instances sharing Redis)"
+    storage = "in memory; instances relay changes through Redis pub/sub"
+    replicable = True
+
+    def __init__(self, *, replicas: int = 1) -> None:
+        self.replicas = replicas
+
+    def with_replicas(self, replicas: int) -> Launcher:
+        return type(self)(replicas=replicas)
+
+    def server(self, workdir: Path) -> Server:
+        host, port, db = _redis_address()
+        prefix = f"hocuspocus-bench-{os.getpid()}-{int(time.time() * 1000)}"
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": "{port}",
+            "NODE_ENV": "production",
+            "REDIS_HOST": host,
+            "REDIS_PORT": str(port),
+            "REDIS_DB": str(db),
+            "REDIS_PREFIX": prefix,
+        }
+        return Server(
+            self.name,
+            ["node", str(NODE_SERVERS / "hocuspocus.mjs")],
+            env=env,
+            cwd=NODE_SERVERS,
+            workdir=workdir,
+            ports=[free_port() for _ in range(self.replicas)],
+            ws_path="/{workspace}",
+            cleanup=functools.partial(_delete_redis_keys, prefix),
+            services={"redis": _redis_pids},
+        )
+
+    def versions(self) -> dict[str, Any]:
+        return node_package_versions(
+            NODE_SERVERS, ["@hocuspocus/server", "@hocuspocus/extension-redis", "ioredis", "yjs"]
+        ) | {"redis-server": _redis_version()}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "redis": REDIS_URL,
+            "key_prefix": "hocuspocus-bench-<pid>-<ms>, one per run",
+        }
+
+
 class PycrdtWebsocket(Launcher):
     """pycrdt-websocket's WebsocketServer on uvicorn, in its own venv under .bench/."""
 
@@ -524,6 +641,7 @@ LAUNCHERS: dict[str, type[Launcher]] = {
         OursHocuspocus,
         YWebsocketServer,
         Hocuspocus,
+        HocuspocusRedis,
         PycrdtWebsocket,
         RelayFloor,
     )

@@ -65,6 +65,61 @@ def sample_many(pids: list[int]) -> ProcSample:
     )
 
 
+def cpu_seconds_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far (user + system, all threads) of each process that still runs."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def processes() -> list[tuple[int, str, str]]:
+    """(pid, command name, command line) of every process on the machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry.name), comm, cmdline.strip()))
+    return found
+
+
+def redis_server_pids(port: int) -> list[int]:
+    """The local redis-server listening on `port` (its process title is `redis-server
+    host:port`); if none names the port and there is exactly one redis-server, that one."""
+    servers = [(pid, cmdline) for pid, comm, cmdline in processes() if comm == "redis-server"]
+    named = [pid for pid, cmdline in servers if cmdline.endswith(f":{port}")]
+    if named:
+        return named
+    return [servers[0][0]] if len(servers) == 1 else []
+
+
+# PostgreSQL's own processes that work for every database (a commit's WAL flush, checkpoints).
+POSTGRES_SHARED = ("walwriter", "checkpointer", "background writer")
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The PostgreSQL backends connected to `database` (their process title names it) and the
+    server's shared writers (WAL writer, checkpointer, background writer)."""
+    pids = []
+    for pid, comm, cmdline in processes():
+        if comm != "postgres" or not cmdline.startswith("postgres:"):
+            continue
+        words = cmdline.split()
+        if database in words or cmdline.rstrip().endswith(POSTGRES_SHARED):
+            pids.append(pid)
+    return pids
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all cores, all processes) since boot."""
     with open("/proc/stat") as stat:

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .before_after import before_after_section
+from .burst_commit import burst_section
 from .machine import BENCH_DIR, ROOT
+from .two_replicas import OURS as TWO_OURS
+from .two_replicas import THEIRS as TWO_THEIRS
+from .two_replicas import two_replicas
 
 RESULTS = ROOT / "bench" / "results"
 OUTPUT = ROOT / "docs" / "BENCHMARKS.md"
@@ -183,6 +187,12 @@ def header(
         "`@hocuspocus/provider` (the provider the Hocuspocus server is measured with); `make",
         "bench` and `make bench-compare` run it too, on the workloads of their own.",
         "",
+        "`make bench-compare` also sets two replicas against two Hocuspocus instances: crdt-state",
+        "as replicas on PostgreSQL + Redis, `hocuspocus-redis` as Hocuspocus instances with",
+        "`@hocuspocus/extension-redis` on the same Redis, each on one process and on two (see",
+        "Two replicas; alone: `python -m bench.run compare --only",
+        "replicas-1,replicas-2,cold-sync-replicas-1,cold-sync-replicas-2`).",
+        "",
         "Both install what they need: `npm ci --prefix bench/js` (the load generator), and into",
         "the git-ignored `.bench/`: the reference servers (`bench/servers/package-lock.json`),",
         "pycrdt-websocket in its own venv (`bench/servers/pycrdt-websocket-requirements.txt`)",
@@ -307,6 +317,9 @@ def method_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) 
         "  doc. The writer stays connected (the reference servers keep no log and drop a doc",
         "  when its last client leaves). CPU per cold join = server CPU while they join ÷ joiners.",
         "  `cold-sync-log` (ours only) restarts the server first: the panel loads from SQLite.",
+        "  **Full at sync**: joiners whose doc held the whole panel when their provider said",
+        "  synced (a joiner on a replica that did not hold the panel may sync before it has it",
+        "  all); the run then waits, bounded, until every joiner has it, inside the CPU window.",
         "- **REST** (ours only): open-loop load at a fixed rate, at most 16 requests in flight",
         "  over keep-alive connections; latency from request issue to the end of the body.",
         "  `history_page` asks for 50 entries at a random offset of the panel's history.",
@@ -320,10 +333,17 @@ def method_section(ours: dict[str, Any] | None, compare: dict[str, Any] | None) 
         "  only; the relay floor keeps nothing.",
         "- **The relay floor** answers sync step 1 with an empty step 2 and relays frames: no",
         "  CRDT, no document, no log. It sits out cold sync (it has no document to serve).",
-        "- **Replicas** (`replicas-N`, ours only): N `crdt-state serve` processes share a fresh",
-        "  PostgreSQL database and Redis; clients are spread round-robin over the replicas, so",
-        "  the clients of a room sit on different replicas. Server CPU is the sum over the",
-        "  replicas; PostgreSQL's and Redis's CPU is in `other_cpu_pct`.",
+        "- **Replicas** (`replicas-N`, `cold-sync-replicas-N`): N `crdt-state serve` processes",
+        "  share a fresh PostgreSQL database and Redis; `hocuspocus-redis` is N Hocuspocus",
+        "  instances with `@hocuspocus/extension-redis` on the same Redis (a key and channel",
+        "  prefix per run, documents in memory). In fan-out, client c of room r connects to",
+        "  process (r + c) mod N, so each room has clients on every process (up to its client",
+        "  count); cold-sync joiners alternate over the processes, the writer is on the first.",
+        "  Server CPU is the sum over the processes. Redis's CPU (the local `redis-server`) and",
+        "  PostgreSQL's (the run database's backends, the WAL writer, checkpointer and",
+        "  background writer) are read from `/proc` apart (`redis_cpu_*`, `postgres_cpu_*`)",
+        "  and left out of `other_cpu_pct`; Redis serves nothing else during a run only if",
+        "  nothing else on the machine uses it.",
         "- **No authentication on the WebSocket workloads**: ours runs with `--dev`, as the",
         "  reference servers have none. REST runs with authentication on, as in production",
         "  (a bearer JWT, HS256, checked on every request). Ours logs at `warning`.",
@@ -478,6 +498,7 @@ def cold_rows(entry: dict[str, Any], servers: list[str]) -> list[list[str]]:
                 stat(s, "join_p50_ms"),
                 stat(s, "join_p95_ms"),
                 stat(s, "all_joined_ms"),
+                stat(s, "joiners_full_at_sync"),
                 stat(s, "bytes_per_joiner", size),
                 stat(s, "preload_updates_per_s"),
                 stat(s, "preload_settle_s"),
@@ -495,6 +516,7 @@ COLD_HEADER = [
     "join p50 ms",
     "join p95 ms",
     "all joined ms",
+    "full at sync",
     "sync bytes per joiner",
     "preload updates/s",
     "busy after preload s",
@@ -564,6 +586,8 @@ RATIO_LABELS = {
     "connects_per_s": "connects/s",
     "server_cpu_ms_per_connect": "CPU / connect",
     "server_cpu_ms_per_join": "CPU / cold join",
+    "server_redis_cpu_ms_per_join": "CPU + Redis / cold join",
+    "server_redis_cpu_ms_per_1000_deliveries": "CPU + Redis / delivery",
     "join_p50_ms": "join p50",
     "join_p95_ms": "join p95",
     "preload_updates_per_s": "preload updates/s",
@@ -979,6 +1003,128 @@ HEADLINE = [
 ]
 
 
+def ratio_spread(entry: dict[str, Any] | None) -> str:
+    """A ratio's median over the repeats, with its min–max."""
+    if not entry:
+        return "–"
+    text = ratio(entry["median"])
+    if entry["n"] > 1 and entry["min"] != entry["max"]:
+        text += f" ({entry['min']:.2f}–{entry['max']:.2f})"
+    return text
+
+
+def spread_cell(entry: dict[str, Any] | None) -> str:
+    return stat({"x": entry}, "x") if entry else "–"
+
+
+def two_replicas_section(compare: dict[str, Any]) -> list[str]:
+    """Two crdt-state replicas against two Hocuspocus instances on Redis, each beside its own
+    single process (bench/two_replicas.py)."""
+    comparison = two_replicas(compare["workloads"])
+    if comparison is None:
+        return []
+    workloads = compare["workloads"]
+    lines = [
+        "## Two replicas",
+        "",
+        "crdt-state as 1 and 2 replicas on PostgreSQL + Redis, against Hocuspocus as 1 and 2",
+        "instances with `@hocuspocus/extension-redis` on the same Redis, in the same run of",
+        f"`{compare['command']}` with the same clients on each side (y-websocket's provider",
+        "for ours, `@hocuspocus/provider` for Hocuspocus). CPU is the server processes plus",
+        "Redis (the one local `redis-server`, read from `/proc` alike for both sides);",
+        "PostgreSQL's CPU, ours only (Hocuspocus keeps documents in memory, ours logs every",
+        "update), is shown apart and not in the sum. Medians over the repeats with the min–max",
+        "in brackets; every ratio is taken within a repeat (2 ÷ 1 of the same side; crdt-state",
+        "×2 ÷ Hocuspocus ×2), then summarized over the repeats. CPU is counted in clock",
+        "ticks of 10 ms: a share under one tick in a window reads 0 and gets no ratio.",
+        "",
+    ]
+    for shape, data in comparison["shapes"].items():
+        one, two = data["workloads"]
+        params = workloads[two]["params"]
+        runs = workloads[two].get("repeats", compare["repeats"])
+        lines += [
+            f"### {shape} (`{one}`, `{two}`)",
+            "",
+            f"{workloads[two]['title']}: {params_text(params)}; {runs} repeat(s).",
+            "",
+        ]
+        rows = []
+        for row in data["rows"]:
+            theirs, ours = row["sides"][TWO_THEIRS], row["sides"][TWO_OURS]
+            rows.append(
+                [
+                    row["label"],
+                    spread_cell(theirs["1"]),
+                    spread_cell(theirs["2"]),
+                    ratio_spread(theirs["2/1"]),
+                    spread_cell(ours["1"]),
+                    spread_cell(ours["2"]),
+                    ratio_spread(ours["2/1"]),
+                    ratio_spread(row["ours_2_over_theirs_2"]),
+                ]
+            )
+        lines += table(
+            [
+                "figure",
+                "Hocuspocus ×1",
+                "Hocuspocus ×2",
+                "Hocuspocus 2 ÷ 1",
+                "crdt-state ×1",
+                "crdt-state ×2",
+                "crdt-state 2 ÷ 1",
+                "crdt-state ×2 ÷ Hocuspocus ×2",
+            ],
+            rows,
+        )
+        lines.append("")
+    lines += [
+        "Each workload's full table (all figures, notes on its runs) is under",
+        "Side by side below.",
+        "",
+    ]
+    return lines
+
+
+def two_replicas_findings(compare: dict[str, Any] | None) -> list[str]:
+    if compare is None:
+        return []
+    comparison = two_replicas(compare["workloads"]) or {}
+    fan = comparison.get("shapes", {}).get("fan-out")
+    if not fan:
+        return []
+    rows = {row["figure"]: row for row in fan["rows"]}
+    cpu = rows.get("server_redis_cpu_ms_per_1000_deliveries")
+    p99 = rows.get("latency_p99_ms")
+    if cpu is None or p99 is None:
+        return []
+
+    def med(entry: dict[str, Any] | None) -> float | None:
+        return None if not entry else float(entry["median"])
+
+    ours_r, theirs_r = med(cpu["sides"][TWO_OURS]["2/1"]), med(cpu["sides"][TWO_THEIRS]["2/1"])
+    across = med(cpu["ours_2_over_theirs_2"])
+    if ours_r is None or theirs_r is None or across is None:
+        return []
+    text = (
+        f"**Two processes, fan-out**: server + Redis CPU per delivery is {ratio(ours_r)} that "
+        f"of one replica for crdt-state and {ratio(theirs_r)} that of one instance for "
+        f"Hocuspocus on Redis; with two each, crdt-state spends {ratio(across)} Hocuspocus's. "
+        f"p99 latency, 2 ÷ 1: {ratio_spread(p99['sides'][TWO_OURS]['2/1'])} for crdt-state, "
+        f"{ratio_spread(p99['sides'][TWO_THEIRS]['2/1'])} for Hocuspocus."
+    )
+    cold = comparison.get("shapes", {}).get("cold sync")
+    full = {row["figure"]: row for row in (cold or {}).get("rows", [])}.get("joiners_full_at_sync")
+    if cold and full:
+        joiners = compare["workloads"][cold["workloads"][1]]["params"].get("joiners")
+        text += (
+            f" Cold sync over two: {spread_cell(full['sides'][TWO_OURS]['2'])} of {joiners} "
+            f"joiners had the whole panel at sync on crdt-state, "
+            f"{spread_cell(full['sides'][TWO_THEIRS]['2'])} on Hocuspocus."
+        )
+    return [text]
+
+
 def headline_section(compare: dict[str, Any]) -> list[str]:
     """The key figures of `make bench-compare` in one table: medians, ours ÷ theirs."""
     servers = [
@@ -1088,6 +1234,7 @@ def findings_section(
             )
         found += floor_findings(compare)
     found += replica_findings(ours)
+    found += two_replicas_findings(compare)
     found += hocuspocus_findings([ours, compare, hocuspocus])
     if not found:
         return []
@@ -1192,6 +1339,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = header(ours, compare, hocuspocus)
     if compare is not None:
         lines += headline_section(compare)
+        lines += two_replicas_section(compare)
     lines += findings_section(ours, compare, hocuspocus)
     lines += machine_section(compare or ours)  # type: ignore[arg-type]
     lines += method_section(ours, compare)
@@ -1203,6 +1351,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += rest_section(ours)
         lines += profile_section(ours)
         lines += deflate_section(ours)
+    lines += burst_section(load("burst"))
     lines += before_after_section()
     text = "\n".join(lines).rstrip() + "\n"
     args.output.write_text(text)

@@ -4,7 +4,8 @@
     python -m bench.run compare   # make bench-compare: the same workloads on four servers
     python -m bench.run hocuspocus  # many panels over one socket only (part of both above)
 
-Options: --repeats N (BENCH_REPEATS), --only W1,W2, --servers S1,S2, --name NAME (the result
+Options: --repeats N (BENCH_REPEATS; a suite may run some workloads fewer times unless the
+repeats are given), --only W1,W2, --servers S1,S2, --name NAME (the result
 file bench/results/NAME.json), --quick (tiny sizes, for trying the bench itself; such a result
 goes to .bench/results/quick-*.json, out of the repository and of the report). Workload sizes:
 BENCH_<WORKLOAD>_<PARAM>, e.g. BENCH_FANOUT_UPDATES=200 (see bench/workloads.py).
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .launchers import LAUNCHERS, Launcher, Ours, OursHocuspocus, scratch_dir
+from .launchers import LAUNCHERS, HocuspocusRedis, Launcher, Ours, OursHocuspocus, scratch_dir
 from .loadgen import check_installed
 from .machine import (
     BENCH_DIR,
@@ -43,12 +44,14 @@ from .machine import (
     wait_for_quiet,
 )
 from .profile import PY_SPY_VERSION, SAMPLE_RATE, Recorder, ensure_py_spy, summarize
+from .two_replicas import TWO_REPLICA_WORKLOADS, print_two_replicas, two_replicas
 from .workloads import COMPARED, DEFLATE_DIAGNOSTICS, REST_PHASES, WORKLOADS, Hooks, Workload
 
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = BENCH_DIR / "results"
 OURS = Ours.name
 OURS_HP = OursHocuspocus.name  # the same server, clients on /ws/hocuspocus
+HP_REDIS = HocuspocusRedis.name  # Hocuspocus instances sharing Redis (the replica comparison)
 HP_WORKLOADS = ("fanout", "fanout-shared", "panels")  # many panels over one socket
 QUIET_PCT = 40.0  # other processes' CPU (% of one core) under which a run starts at once
 QUIET_WAIT_S = 15.0  # at most this long per run
@@ -76,8 +79,16 @@ SUITES: dict[str, dict[str, Any]] = {
         "command": "make bench",
     },
     "compare": {
-        "servers": [OURS, OURS_HP, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
-        "workloads": [*COMPARED, "fanout-shared", "panels"],
+        "servers": [
+            OURS,
+            OURS_HP,
+            "y-websocket",
+            "hocuspocus",
+            "pycrdt-websocket",
+            "relay-floor",
+            HP_REDIS,
+        ],
+        "workloads": [*COMPARED, "fanout-shared", "panels", *TWO_REPLICA_WORKLOADS],
         # Our Hocuspocus endpoint runs what the Hocuspocus server is compared on: fan-out
         # (a socket per client), fan-out over shared sockets, panels; the other workloads
         # measure the same server as crdt-state's (and the suite stays within its time).
@@ -92,8 +103,14 @@ SUITES: dict[str, dict[str, Any]] = {
             ],
             "fanout-shared": [OURS_HP, "hocuspocus"],
             "panels": [OURS, OURS_HP, "hocuspocus"],
+            # Two replicas against two Hocuspocus instances on Redis, each beside its own one
+            # instance in the same repeat (bench/two_replicas.py).
+            **{name: [OURS, HP_REDIS] for name in TWO_REPLICA_WORKLOADS},
         },
         "plan_default": [OURS, "y-websocket", "hocuspocus", "pycrdt-websocket", "relay-floor"],
+        # Fewer repeats for the replica comparison (8 runs a repeat), so that the suite stays
+        # within its 15 minutes; --repeats or BENCH_REPEATS sets them all.
+        "repeats": {name: 2 for name in TWO_REPLICA_WORKLOADS},
         "extras": False,
         "command": "make bench-compare",
     },
@@ -114,6 +131,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "rest": {"seconds": 2.0, "get_rate": 100.0, "patch_rate": 50.0, "history_rate": 50.0},
     "fanout-shared": {"rooms": 5, "updates": 6, "warmup_s": 1.0},
     "panels": {"tabs": 4, "panels": 10, "idle_seconds": 1.0},
+    **{f"replicas-{n}": {"rooms": 6, "updates": 6, "warmup_s": 1.0} for n in (1, 2, 4)},
+    **{f"cold-sync-replicas-{n}": {"updates": 2000, "joiners": 10} for n in (1, 2)},
 }
 # What the ratios (ours ÷ theirs) are computed for, per workload.
 RATIO_METRICS = {
@@ -156,6 +175,23 @@ RATIO_METRICS = {
         "server_rss_peak_bytes",
     ],
 }
+# The replica workloads: ours ÷ Hocuspocus on Redis, the same number of processes.
+for _n in (1, 2, 4):
+    RATIO_METRICS[f"replicas-{_n}"] = [
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "server_cpu_ms_per_1000_deliveries",
+        "server_redis_cpu_ms_per_1000_deliveries",
+        "server_rss_peak_bytes",
+    ]
+for _n in (1, 2):
+    RATIO_METRICS[f"cold-sync-replicas-{_n}"] = [
+        "server_cpu_ms_per_join",
+        "server_redis_cpu_ms_per_join",
+        "join_p50_ms",
+        "join_p95_ms",
+        "server_rss_peak_bytes",
+    ]
 
 
 def log(message: str) -> None:
@@ -188,8 +224,8 @@ def run_once(
 ) -> dict[str, Any]:
     if workload.auth and isinstance(launcher, Ours):
         launcher = type(launcher)(dev=False)
-    if "replicas" in params and isinstance(launcher, Ours):
-        launcher = type(launcher)(replicas=params["replicas"], shared=True)
+    if "replicas" in params and launcher.replicable:
+        launcher = launcher.with_replicas(params["replicas"])
     workdir = scratch_dir(f"{launcher.name}-{workload.name}")
     before = quiet.wait()
     began = time.monotonic()
@@ -356,13 +392,19 @@ def deflate_diagnostics(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("suite", choices=sorted(SUITES))
-    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
+    parser.add_argument("--repeats", type=int, default=None, help="default: BENCH_REPEATS or 3")
     parser.add_argument("--only", help="comma-separated workloads")
     parser.add_argument("--servers", help="comma-separated servers (compare)")
     parser.add_argument("--name", help="result file name (default: the suite's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to try the bench")
     parser.add_argument("--command", help="how this was started, for the record")
     args = parser.parse_args(argv)
+    # Repeats given (--repeats, BENCH_REPEATS) apply to every workload; otherwise the suite's
+    # own counts (`repeats`) cap some of them.
+    repeats_given = args.repeats is not None or bool(os.environ.get("BENCH_REPEATS"))
+    if args.repeats is None:
+        args.repeats = int(os.environ.get("BENCH_REPEATS") or "3")
+    caps: dict[str, int] = {} if repeats_given else SUITES[args.suite].get("repeats", {})
 
     suite = SUITES[args.suite]
     check_installed()
@@ -418,10 +460,12 @@ def main(argv: list[str] | None = None) -> int:
         result["workloads"][n] = {
             "title": workload.title,
             "params": sizes[n],
+            "repeats": min(args.repeats, caps.get(n, args.repeats)),
             "servers": {
                 launcher.name: {"runs": []}
                 for launcher in launchers
                 if (not workload.ours_only or launcher.name == OURS)
+                and (not workload.replicated or launcher.replicable)
                 and n not in launcher.skips
                 and workload.client_only in (None, launcher.client)
                 and launcher.name in plan.get(n, default_plan or [launcher.name])
@@ -438,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             workload = WORKLOADS[n]
             entry = result["workloads"][n]
             order = [lnch for lnch in launchers if lnch.name in entry["servers"]]
-            if not order:
+            if not order or repeat > entry["repeats"]:
                 continue
             shift = (repeat - 1) % len(order)
             order = order[shift:] + order[:shift]
@@ -455,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
             per["summary"] = summarize_runs(per["runs"])
         if len(entry["servers"]) > 1:
             entry["ratios"] = ratios(n, entry["servers"])
+    comparison = two_replicas(result["workloads"])
+    if comparison:
+        result["two_replicas"] = comparison
     save()
 
     if suite["extras"] and not args.only:
@@ -498,6 +545,8 @@ def print_summary(result: dict[str, Any]) -> None:
         for server, row in entry.get("ratios", {}).items():
             shown = ", ".join(f"{k}={v:.2f}" for k, v in row.items() if v is not None)
             print(f"{name:14} ours ÷ {server:11} {shown}")
+    if result.get("two_replicas"):
+        print_two_replicas(result["two_replicas"])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 from .launchers import Launcher, Ours, Server
 from .loadgen import LoadGen
-from .machine import ProcSample, machine_busy_seconds, sample_many
+from .machine import ProcSample, cpu_seconds_by_pid, machine_busy_seconds, sample_many
 
 WORKSPACE = "bench"
 LOADGEN_SATURATED_PCT = 90.0
@@ -34,6 +34,7 @@ class Mark:
     server: ProcSample
     loadgen: ProcSample | None
     machine_busy_s: float
+    services: dict[str, dict[int, float]]  # CPU seconds of each service process, by pid
 
 
 Hooks = dict[str, Callable[[Server], None]]
@@ -54,8 +55,13 @@ class Meter:
             loadgen: ProcSample | None = sample_many([self.loadgen.pid])
         except (OSError, AssertionError):
             loadgen = None
+        services = {name: cpu_seconds_by_pid(find()) for name, find in self.server.services.items()}
         mark = Mark(
-            time.monotonic(), sample_many(self.server.pids), loadgen, machine_busy_seconds()
+            time.monotonic(),
+            sample_many(self.server.pids),
+            loadgen,
+            machine_busy_seconds(),
+            services,
         )
         self.marks[name] = mark
         hook = (self.hooks or {}).get(name)
@@ -64,7 +70,9 @@ class Meter:
         return mark
 
     def window(self, start: str, end: str) -> dict[str, float]:
-        """CPU seconds of each side between two marks, and the wall time."""
+        """CPU seconds of each side between two marks, and the wall time. The server's
+        services (Redis, PostgreSQL) each get `<name>_cpu_s` and `<name>_cpu_pct`: a process
+        that appeared between the marks counts from its start; one that ended is lost."""
         a, b = self.marks[start], self.marks[end]
         wall = b.at - a.at
         server_cpu = b.server.cpu_seconds - a.server.cpu_seconds
@@ -78,9 +86,18 @@ class Meter:
             loadgen_cpu = b.loadgen.cpu_seconds - a.loadgen.cpu_seconds
             figures["loadgen_cpu_s"] = loadgen_cpu
             figures["loadgen_cpu_pct"] = 100.0 * loadgen_cpu / wall if wall > 0 else 0.0
+        services_cpu = 0.0
+        for name, after in b.services.items():
+            if not after:  # not found on this machine (e.g. Redis on another host)
+                continue
+            before = a.services.get(name, {})
+            cpu = sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+            figures[f"{name}_cpu_s"] = cpu
+            figures[f"{name}_cpu_pct"] = 100.0 * cpu / wall if wall > 0 else 0.0
+            services_cpu += cpu
         # Everything else the machine ran meanwhile (other processes, the kernel's share of
         # loopback traffic): a shared 2-core machine is never quite idle.
-        other = (b.machine_busy_s - a.machine_busy_s) - server_cpu - loadgen_cpu
+        other = (b.machine_busy_s - a.machine_busy_s) - server_cpu - loadgen_cpu - services_cpu
         figures["other_cpu_pct"] = 100.0 * max(0.0, other) / wall if wall > 0 else 0.0
         return figures
 
@@ -92,7 +109,27 @@ def loadgen_flags(window: dict[str, float]) -> dict[str, Any]:
         "loadgen_saturated": bool(pct is not None and pct > LOADGEN_SATURATED_PCT),
         "server_cpu_pct": window["server_cpu_pct"],
         "other_cpu_pct": window["other_cpu_pct"],
+        **{k: v for k, v in window.items() if k in SERVICE_PCT},
     }
+
+
+SERVICES = ("redis", "postgres")
+SERVICE_PCT = tuple(f"{name}_cpu_pct" for name in SERVICES)
+
+
+def service_costs(window: dict[str, float], per: float, unit: str, scale: float) -> dict[str, Any]:
+    """Each service's CPU per unit of work (`scale` ms of CPU per `per` units), and the
+    server's with Redis's added (how the replica comparison charges both sides alike)."""
+    if not per:
+        return {}
+    figures: dict[str, Any] = {}
+    for name in SERVICES:
+        if f"{name}_cpu_s" in window:
+            figures[f"{name}_cpu_ms_per_{unit}"] = scale * window[f"{name}_cpu_s"] / per
+    if "redis_cpu_s" in window:
+        both = window["server_cpu_s"] + window["redis_cpu_s"]
+        figures[f"server_redis_cpu_ms_per_{unit}"] = scale * both / per
+    return figures
 
 
 def client_spec(
@@ -124,6 +161,7 @@ class Workload:
     params: dict[str, Any]
     timeout: float
     ours_only: bool = False
+    replicated: bool = False  # `replicas` processes sharing state: replicable servers only
     auth: bool = False  # ours runs with JWT authentication (not --dev) for this workload
     client_only: str | None = None  # only servers measured with this client stack
 
@@ -215,6 +253,7 @@ def fanout(
         "loadgen_loop_delay_max_ms": result["loopDelayMs"]["max"],
         "latency_timeline": result["latencyTimeline"],
         **loadgen_flags(window),
+        **service_costs(window, measured, "1000_deliveries", 1e6),
     }
     if isinstance(launcher, Ours):
         figures["log_versions_ok"] = _versions_logged(server, p)
@@ -222,13 +261,21 @@ def fanout(
 
 
 def _versions_logged(server: Server, p: dict[str, Any]) -> bool:
-    """Ours logs every update: each room's version is 1 (creation) + its updates."""
+    """Ours logs every update: each room's version is 1 (creation) + its updates. A version is
+    given at commit (on PostgreSQL, by the log), up to a group-commit window after the last
+    delivery: each room gets 10 s to reach it."""
     want = 1 + p["clients"] * (p["updates"] + round(p["warmup_s"] * p["rate"]))
     for room in range(p["rooms"]):
         url = f"{server.http}/api/state/{WORKSPACE}/{p['room_prefix']}-{room}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            if json.loads(response.read())["version"] != want:
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                version = json.loads(response.read())["version"]
+            if version == want:
+                break
+            if version > want or time.monotonic() > deadline:
                 return False
+            time.sleep(0.05)  # polling the server's log: there is no event to wait on
     return True
 
 
@@ -357,6 +404,7 @@ def cold_sync(
         keepWriter=not restart,
         chunk=200,
         preloadTimeoutMs=240_000,
+        fullStateTimeoutMs=p.get("full_state_timeout_ms", 20_000),
         connect={"timeoutMs": 60_000},
     )
     loadgen = LoadGen(spec, workdir / "loadgen.log")
@@ -395,11 +443,20 @@ def cold_sync(
         "join_p95_ms": result["joinMs"]["p95"],
         "join_max_ms": result["joinMs"]["max"],
         "all_joined_ms": result["allJoinedMs"],
+        # A joiner on a replica that did not hold the panel may sync before the replica has
+        # it all: how many had the whole panel when their provider said synced, how many got
+        # it within `full_state_timeout_ms` after the join began, and when.
+        "joiners_full_at_sync": result["fullAtSync"],
+        "joiners_full": result["full"],
+        "full_state_p50_ms": result["fullMs"]["p50"],
+        "full_state_p95_ms": result["fullMs"]["p95"],
+        "all_full_ms": result["allFullMs"],
         "server_cpu_ms_per_join": 1000 * join["server_cpu_s"] / joined if joined else None,
         "bytes_per_joiner": result["bytesPerJoiner"],
         "server_rss_end_bytes": end.rss_bytes,
         "server_rss_peak_bytes": end.hwm_bytes,
         **loadgen_flags(join),
+        **service_costs(join, joined, "join", 1000.0),
     }
     if restart_s:
         figures["restart_s"] = restart_s[0]
@@ -554,11 +611,13 @@ WORKLOADS: dict[str, Workload] = {
         *(
             Workload(
                 f"replicas-{n}",
-                f"Cross-replica fan-out: {n} replica{'s' if n > 1 else ''} on PostgreSQL + Redis",
+                f"Cross-replica fan-out: {n} replica{'s' if n > 1 else ''} sharing state "
+                "(ours: PostgreSQL + Redis; Hocuspocus: its Redis extension)"
+                + (", the clients of each room spread over them" if n > 1 else ""),
                 fanout,
                 FANOUT_PARAMS | {"replicas": n, "room_prefix": f"replicas{n}"},
                 timeout=240,
-                ours_only=True,
+                replicated=True,
             )
             for n in (1, 2, 4)
         ),
@@ -603,6 +662,31 @@ WORKLOADS: dict[str, Workload] = {
             },
             timeout=400,
             ours_only=True,
+        ),
+        *(
+            Workload(
+                f"cold-sync-replicas-{n}",
+                (
+                    f"Cold sync across {n} replicas: a panel of 20,000 updates written through "
+                    "the first, then the joiners at once, spread over them"
+                    if n > 1
+                    else "Cold sync, one replica sharing state: a panel of 20,000 updates, then "
+                    "the joiners at once"
+                ),
+                cold_sync,
+                {
+                    "updates": 20_000,
+                    "keys": 10,
+                    "joiners": 20,
+                    "room": "cold",
+                    "restart": False,
+                    "deflate": False,
+                    "replicas": n,
+                },
+                timeout=400,
+                replicated=True,
+            )
+            for n in (1, 2)
         ),
         Workload(
             "rest",

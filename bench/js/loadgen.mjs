@@ -191,13 +191,14 @@ class Client {
 const clientUrl = (spec, index) => spec.urls[index % spec.urls.length]
 
 /** Open clients with at most `concurrency` handshakes in flight; each waits for its first sync.
+ * Client i connects to `spec.urls[slots[i] % urls]` (default: slot i, round-robin).
  * With `spec.docsPerSocket` (Hocuspocus), client i is a document on the shared socket of tab
  * floor(i / docsPerSocket), opened with the first of its documents.
  *
  * Each room is opened by one client before the others join it: pycrdt-websocket 0.16.5 leaves a
  * client hanging forever when it joins a room that another connection is still starting (its
  * YRoom.start holds a lock for the room's lifetime), and the same order is used for every server. */
-const connectAll = async (spec, rooms, { concurrency, timeoutMs }) => {
+const connectAll = async (spec, rooms, { concurrency, timeoutMs }, slots = null) => {
   const clients = new Array(rooms.length)
   const times = []
   let failed = 0
@@ -225,8 +226,8 @@ const connectAll = async (spec, rooms, { concurrency, timeoutMs }) => {
         const index = indexes[next++]
         const start = performance.now()
         const client = new Client(
-          spec.client, clientUrl(spec, index), rooms[index], spec.params ?? {}, spec.deflate ?? true,
-          sharedFor(index), spec.namePrefix ?? ''
+          spec.client, clientUrl(spec, slots ? slots[index] : index), rooms[index], spec.params ?? {},
+          spec.deflate ?? true, sharedFor(index), spec.namePrefix ?? ''
         )
         clients[index] = client
         const ok = await Promise.race([client.synced.then(() => true), sleep(timeoutMs).then(() => false)])
@@ -293,8 +294,12 @@ const fanout = async (spec) => {
   const order = []
   for (let c = 0; c < clientsPerRoom; c++) for (let r = 0; r < rooms; r++) order.push(r * clientsPerRoom + c)
   const roomsInOrder = order.map((i) => roomOf[i])
+  // With several URLs (replicas), client c of room r goes to URL (r + c) mod URLs: the clients
+  // of every room are spread over the replicas, and each replica opens as many rooms. (Slot =
+  // connect position would put a whole room on one replica whenever URLs divide the rooms.)
+  const slots = order.map((i) => Math.floor(i / clientsPerRoom) + (i % clientsPerRoom))
   const connectStart = performance.now()
-  const { clients: ordered, times, failed, sockets } = await connectAll(spec, roomsInOrder, spec.connect)
+  const { clients: ordered, times, failed, sockets } = await connectAll(spec, roomsInOrder, spec.connect, slots)
   const connectMs = performance.now() - connectStart
   const clients = new Array(ordered.length)
   order.forEach((i, k) => { clients[i] = ordered[k] })
@@ -515,32 +520,59 @@ const coldSync = async (spec) => {
   const go = await barrier('preloaded', { preloadMs })
   const urls = go.urls ?? spec.urls
 
-  const joinStart = performance.now()
-  const clients = []
-  const times = []
-  await Promise.all(
-    Array.from({ length: joiners }, async (_, j) => {
-      const t0 = performance.now()
-      const client = new Client(spec.client, urls[j % urls.length], room, spec.params ?? {}, spec.deflate ?? true, null, spec.namePrefix ?? '')
-      clients.push(client)
-      const ok = await Promise.race([client.synced.then(() => true), sleep(spec.connect.timeoutMs).then(() => false)])
-      if (ok) times.push(performance.now() - t0)
-    })
-  )
-  const allMs = performance.now() - joinStart
-  await barrier('joined', { allMs })
+  // The whole panel: each key holds the last value written to it.
   const expected = {}
   for (let j = 0; j < keys; j++) {
     const last = updates - 1 - ((updates - 1 - j) % keys)
     if (last >= 0) expected[`k${j}`] = last
   }
   const want = JSON.stringify(Object.keys(expected).sort().map((k) => [k, expected[k]]))
-  let correct = 0
-  for (const client of clients) {
+  const isFull = (client) => {
     const json = client.map.toJSON()
-    const got = JSON.stringify(Object.keys(json).sort().map((k) => [k, json[k]]))
-    if (got === want) correct++
+    return JSON.stringify(Object.keys(json).sort().map((k) => [k, json[k]])) === want
   }
+
+  // Joiner j goes to URL j mod URLs (with replicas: spread over them). Each records whether it
+  // had the whole panel when its provider said synced, and when it first had it: on a replica
+  // that did not hold the panel, a joiner may sync before the replica got it all.
+  const joinStart = performance.now()
+  const clients = []
+  const times = []
+  const fullTimes = []
+  let lastFullAt = null
+  let fullAtSync = 0
+  await Promise.all(
+    Array.from({ length: joiners }, async (_, j) => {
+      const t0 = performance.now()
+      const client = new Client(spec.client, urls[j % urls.length], room, spec.params ?? {}, spec.deflate ?? true, null, spec.namePrefix ?? '')
+      clients.push(client)
+      let full = false
+      const onUpdate = () => {
+        if (full || !client.isSynced || !isFull(client)) return
+        full = true
+        lastFullAt = performance.now()
+        fullTimes.push(lastFullAt - t0)
+        client.doc.off('afterTransaction', onUpdate)
+      }
+      client.doc.on('afterTransaction', onUpdate)
+      const ok = await Promise.race([client.synced.then(() => true), sleep(spec.connect.timeoutMs).then(() => false)])
+      if (!ok) return
+      times.push(performance.now() - t0)
+      if (isFull(client)) fullAtSync++
+      onUpdate()
+    })
+  )
+  const allMs = performance.now() - joinStart
+  // Joiners that synced without the whole panel: wait (bounded) for the rest to arrive, so that
+  // the server's CPU for bringing every joiner up to date is inside the measured window.
+  await waitUntil(() => fullTimes.length >= times.length, {
+    timeoutMs: spec.fullStateTimeoutMs ?? 20_000,
+    everyMs: 10
+  })
+  const allFullMs = fullTimes.length >= joiners ? lastFullAt - joinStart : null
+  await barrier('joined', { allMs })
+  let correct = 0
+  for (const client of clients) if (isFull(client)) correct++
   const result = {
     updates,
     keys,
@@ -549,6 +581,10 @@ const coldSync = async (spec) => {
     preloadUpdatesPerSecond: round(updates / (preloadMs / 1000)),
     joined: times.length,
     failed: joiners - times.length,
+    fullAtSync,
+    full: fullTimes.length,
+    fullMs: roundStats(percentiles(fullTimes)),
+    allFullMs: round(allFullMs),
     correct,
     converged: correct === joiners,
     allJoinedMs: round(allMs),

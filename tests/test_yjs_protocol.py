@@ -141,14 +141,11 @@ async def test_a_client_cannot_change_the_server_owned_meta(server):
     assert after["epoch"] == epoch and after["version"] == before["version"]
 
 
-async def next_step1(peer: RawPeer) -> bytes:
-    """The server's next sync step 1 (its state vector), skipping other messages."""
+async def next_sync(peer: RawPeer, kind: protocol.SyncType) -> bytes:
+    """The payload of the server's next sync message of `kind`, skipping other messages."""
     while True:
         message = await peer.recv()
-        if (
-            message.type == protocol.MessageType.SYNC
-            and message.sync_type == protocol.SyncType.STEP1
-        ):
+        if message.type == protocol.MessageType.SYNC and message.sync_type == kind:
             return message.payload
 
 
@@ -165,29 +162,19 @@ async def test_edits_that_skip_what_the_client_made_offline_are_kept_not_refused
 
     peer = await RawPeer.open(url)
     peer.doc, peer.state = first.doc, first.state  # the same client, reconnected
-    question = await next_step1(peer)  # the join's step 1, not answered yet
+    question = await next_sync(peer, protocol.SyncType.STEP1)  # the join's step 1, not answered yet
     await peer.set("live", 3)  # skips "offline": dropped, the answer will hold it
     await peer.ws.send(protocol.sync_step2(peer.doc.get_update(question)))
     await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))  # a round trip: all applied
-    await next_step2(peer)
+    await next_sync(peer, protocol.SyncType.STEP2)
     assert rest_state(server, "gap")["state"]["$state"] == {"online": 1, "offline": 2, "live": 3}
 
     peer.state["offline2"] = 4  # not sent
     await peer.set("live2", 5)  # skips it, and no question is open: the server asks
-    question = await next_step1(peer)
+    question = await next_sync(peer, protocol.SyncType.STEP1)
     await peer.ws.send(protocol.sync_step2(peer.doc.get_update(question)))
     await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))
-    await next_step2(peer)
+    await next_sync(peer, protocol.SyncType.STEP2)
     state = rest_state(server, "gap")["state"]["$state"]
     assert state == {"online": 1, "offline": 2, "live": 3, "offline2": 4, "live2": 5}
     await peer.close()
-
-
-async def next_step2(peer: RawPeer) -> bytes:
-    while True:
-        message = await peer.recv()
-        if (
-            message.type == protocol.MessageType.SYNC
-            and message.sync_type == protocol.SyncType.STEP2
-        ):
-            return message.payload

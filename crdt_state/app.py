@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import WebSocketRoute
 
 from . import log_format, shutdown
+from .asgi_socket import AsgiSocket, Message, Receive, Scope, Send
 from .auth import LOOPBACK, Authenticator, bearer_token
 from .config import Settings
 from .errors import BadRequest, StateError
@@ -26,13 +27,13 @@ from .faces.ai_context import context_routes
 from .faces.api_docs import api_docs_routes
 from .faces.context import Context
 from .faces.health import health_routes
-from .faces.hocuspocus_socket import HocuspocusSocket, hocuspocus_socket
+from .faces.hocuspocus_socket import hocuspocus_socket
 from .faces.http import JSONResponse, http_error, internal_error, state_error
 from .faces.inspect import inspect_routes
 from .faces.rest import panel_routes
 from .faces.snapshots import snapshot_routes
 from .faces.state_socket import state_socket
-from .faces.yjs_socket import Message, Receive, Scope, Send, YjsSocket, yjs_path, yjs_socket
+from .faces.yjs_socket import yjs_path, yjs_socket
 from .hocuspocus import PATH as HOCUSPOCUS_PATH
 from .idempotency import IdempotencyCache
 from .ids import check_path_ids
@@ -120,10 +121,11 @@ class App:
         if kind == "websocket":
             params = yjs_path(scope["path"])
             if params is not None:
-                socket = YjsSocket(scope, receive, send, *params)
+                workspace, panel = params
+                socket = AsgiSocket(scope, receive, send, {"workspace": workspace, "panel": panel})
                 return await yjs_socket(socket, self.state.context)
             if scope["path"] == HOCUSPOCUS_PATH:  # many panels over one socket
-                shared = HocuspocusSocket(scope, receive, send)
+                shared = AsgiSocket(scope, receive, send)
                 return await hocuspocus_socket(shared, self.state.context)
         await self.starlette(scope, receive, send)
 
@@ -137,7 +139,7 @@ async def _refuse_ids(
         await JSONResponse(error.to_json(), status_code=error.status)(scope, receive, send)
         return
     metrics.refuse_close("yjs" if yjs_path(scope["path"]) else "json", CLOSE_BAD_MESSAGE)
-    socket = YjsSocket(scope, receive, send, "", "")
+    socket = AsgiSocket(scope, receive, send)
     await socket.accept()  # then close: the client sees the code (a refused upgrade hides it)
     await socket.close(CLOSE_BAD_MESSAGE, reason[:120])
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .asgi_socket import UVICORN_WS
 from .config import Settings, environment_help
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers if args.workers > 1 else None,
         host=args.host,
         port=args.port,
-        ws="websockets-sansio",
+        ws=UVICORN_WS,  # frames written straight to the transport (asgi_socket.py)
         # Off by default: a compressor per connection costs 2.3x the memory of an idle
         # client and 1.8x the latency, for frames that are mostly small Yjs updates
         # (docs/BENCHMARKS.md). Large initial syncs then travel uncompressed.

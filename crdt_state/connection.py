@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine, MutableMapping
+from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocketState
@@ -56,6 +56,8 @@ class Connection:
         self._queued_bytes = 0
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None  # only while a send is held up
+        # Frames written straight to the transport when the socket can (asgi_socket.py).
+        self._write_now: Callable[[bytes], bool] | None = getattr(websocket, "write_now", None)
         self.sent_messages = 0
         # Sync step 1s sent that the client has not answered (with a step 2) yet, and who
         # waits for the answers (the server stopping: ask()).
@@ -101,8 +103,12 @@ class Connection:
     def _send_now(self, data: bytes) -> None:
         # A send into a socket that is not backed up completes without waiting for anything:
         # run it right here, without a task switch per frame (the cost of a writer task that
-        # wakes up for each of them). Should it have to wait (the transport pushes back), a
-        # task takes over the rest of it, and frames queue behind until it is done.
+        # wakes up for each of them), straight to the transport when the socket can. Should it
+        # have to wait (the transport pushes back), a task takes over the rest of it, and
+        # frames queue behind until it is done.
+        if self._write_now is not None and self._write_now(data):
+            self.sent_messages += 1
+            return
         step = self.websocket.send_bytes(data)
         try:
             waiting = step.send(None)

@@ -14,20 +14,16 @@ document's errors close that document; only what cannot be told apart by documen
 without a readable name, a text frame), a socket too slow to read, an expired or revoked token
 and the server restarting close the socket.
 
-Served straight on ASGI, like the y-websocket face, and for the same reason: memory per client.
+Served straight on ASGI (crdt_state/asgi_socket.py), like the y-websocket face.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-from starlette.datastructures import Headers, QueryParams
-from starlette.websockets import WebSocketState
 
 from .. import log_format
+from ..asgi_socket import AsgiSocket
 from ..auth import Principal, Role, origin_allowed, websocket_token
 from ..connection import Connection
 from ..errors import BadRequest, StateError, Unavailable
@@ -47,9 +43,6 @@ from ..status import (
 )
 from .context import Context
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 FACE = "hocuspocus"
 MAX_DOCUMENTS = 1000  # open on one socket; the next Auth is denied
 CLOSE_INTERNAL_ERROR = 1011  # a document the server failed to open (closes it alone)
@@ -58,50 +51,7 @@ JOIN_CATCH_UP_SECONDS = 5.0
 log = logging.getLogger(__name__)
 
 
-class HocuspocusSocket:
-    """One shared socket on bare ASGI: what the face needs of it, no more."""
-
-    __slots__ = ("_receive", "_send", "application_state", "scope")
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self.application_state = WebSocketState.CONNECTING
-
-    @property
-    def headers(self) -> Headers:
-        return Headers(scope=self.scope)
-
-    @property
-    def query_params(self) -> QueryParams:
-        return QueryParams(self.scope.get("query_string", b""))
-
-    async def accept(self, subprotocol: str | None = None) -> None:
-        message = await self._receive()  # websocket.connect
-        if message["type"] != "websocket.connect":
-            self.application_state = WebSocketState.DISCONNECTED
-            return
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self.application_state = WebSocketState.CONNECTED
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.application_state is WebSocketState.DISCONNECTED:
-            return
-        self.application_state = WebSocketState.DISCONNECTED
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def receive(self) -> MutableMapping[str, Any]:
-        message = await self._receive()
-        if message["type"] == "websocket.disconnect":
-            self.application_state = WebSocketState.DISCONNECTED
-        return message
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._send({"type": "websocket.send", "bytes": data})
-
-
-async def hocuspocus_socket(websocket: HocuspocusSocket, context: Context) -> None:
+async def hocuspocus_socket(websocket: AsgiSocket, context: Context) -> None:
     log_format.request_id.set(None)
     log_format.connection_id.set(log_format.new_id())
     if not origin_allowed(websocket.headers.get("origin"), context.allowed_origins):

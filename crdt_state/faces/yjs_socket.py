@@ -1,22 +1,16 @@
 """The WebSocket face for Yjs clients: `/ws/yjs/{workspace}/{panel}` (y-websocket protocol).
 
-It is served straight on ASGI (`YjsSocket`), outside Starlette's router and middleware: a
-connection lives for hours and carries thousands of frames, and each Starlette layer keeps a
-coroutine frame per connection and adds calls per frame (6 KiB of memory per idle client,
-measured in docs/BENCHMARKS.md).
+It is served straight on ASGI (crdt_state/asgi_socket.py), outside Starlette's router and
+middleware, for memory per client and cost per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-from starlette.datastructures import Headers, QueryParams
-from starlette.websockets import WebSocketState
 
 from .. import log_format
+from ..asgi_socket import AsgiSocket
 from ..auth import Role, origin_allowed, websocket_token
 from ..connection import Connection
 from ..errors import StateError
@@ -36,10 +30,6 @@ from ..status import (
 )
 from .context import Context
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 PREFIX = "/ws/yjs/"
 JOIN_CATCH_UP_SECONDS = 5.0
 log = logging.getLogger(__name__)
@@ -55,53 +45,8 @@ def yjs_path(path: str) -> tuple[str, str] | None:
     return workspace, panel
 
 
-class YjsSocket:
-    """One Yjs client's WebSocket on bare ASGI: what the Yjs face needs of it, no more."""
-
-    __slots__ = ("_receive", "_send", "application_state", "path_params", "scope")
-
-    def __init__(self, scope: Scope, receive: Receive, send: Send, workspace: str, panel: str):
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self.path_params = {"workspace": workspace, "panel": panel}
-        self.application_state = WebSocketState.CONNECTING
-
-    @property
-    def headers(self) -> Headers:
-        return Headers(scope=self.scope)
-
-    @property
-    def query_params(self) -> QueryParams:
-        return QueryParams(self.scope.get("query_string", b""))
-
-    async def accept(self, subprotocol: str | None = None) -> None:
-        if self.application_state is WebSocketState.CONNECTING:
-            message = await self._receive()  # websocket.connect
-            if message["type"] != "websocket.connect":
-                self.application_state = WebSocketState.DISCONNECTED
-                return
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        self.application_state = WebSocketState.CONNECTED
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.application_state is WebSocketState.DISCONNECTED:
-            return
-        self.application_state = WebSocketState.DISCONNECTED
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "websocket.disconnect":
-            self.application_state = WebSocketState.DISCONNECTED
-        return message
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._send({"type": "websocket.send", "bytes": data})
-
-
 async def _refuse(
-    context: Context, websocket: YjsSocket, subprotocol: str | None, code: int, reason: str
+    context: Context, websocket: AsgiSocket, subprotocol: str | None, code: int, reason: str
 ) -> None:
     context.metrics.refuse_close("yjs", code)
     # Accept first so that the client sees the close code; a refused handshake hides it.
@@ -109,7 +54,7 @@ async def _refuse(
     await websocket.close(code, reason[:120])
 
 
-async def yjs_socket(websocket: YjsSocket, context: Context) -> None:
+async def yjs_socket(websocket: AsgiSocket, context: Context) -> None:
     settings = context.settings
     workspace = websocket.path_params["workspace"]
     # Every line this client causes names it and its panel (crdt_state/log_format.py).

@@ -1,21 +1,34 @@
-"""The "before / after" section of docs/BENCHMARKS.md: the same workloads run on several
-commits, interleaved on one machine in one sitting, recorded in bench/results/ab/.
+"""The "before / after" sections of docs/BENCHMARKS.md: the same workloads run on several
+commits, interleaved on one machine in one sitting, recorded under bench/results/.
 
-A result file there is a `python -m bench.run ours --only ... --name <label>-<n>` run of one
-commit (label: before, after...; n: the round). Rounds alternate the commits, so a slow spell
-of the shared machine lands on each of them alike. Medians over the rounds, with the range.
+A set is a folder of results (`ab/`: the redesign and the hostile-client work; `ab-issue15/`:
+the performance issue). A result file there is a `python -m bench.run ours --only ...
+--repeats 1 --name <folder>/<label>-<n>` run of one commit (label: before, after...; n: the
+round). Rounds alternate the commits, so a slow spell of the shared machine lands on each of
+them alike. Medians over the rounds, with the range.
+
+Running a set (the driver of this file; every commit runs with this checkout's bench and
+venv, its server from a clone of the commit, BENCH_OURS_SOURCE):
+
+    python -m bench.before_after run ab-issue15 --rounds 3 before=/tmp/ab/before after=.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .machine import ROOT
 
-AB_DIR = ROOT / "bench" / "results" / "ab"
+RESULTS = ROOT / "bench" / "results"
 FIGURES = [
     ("fanout", "latency_p50_ms", "fan-out p50 (ms)"),
     ("fanout", "latency_p99_ms", "fan-out p99 (ms)"),
@@ -31,15 +44,48 @@ FIGURES = [
     ("rest", "patch_durable.server_cpu_ms_per_request", "durable PATCH CPU / request (ms)"),
     ("rest", "history_page.server_cpu_ms_per_request", "history page CPU / request (ms)"),
 ]
-NOTES = AB_DIR / "NOTES.md"  # what each label is, in words (kept beside the results)
-ORDER = AB_DIR / "order.json"  # the labels' order in the table (oldest first)
+# Every figure `make bench`'s main suite has a before for (the issue: none may get worse).
+ALL_FIGURES = [
+    *FIGURES,
+    ("connections", "server_cpu_ms_per_connect", "connections: CPU / connect (ms)"),
+    ("connections", "rss_per_connection_bytes", "connections: RSS / connection (KiB)"),
+    ("connections", "connects_per_s", "connections: connects/s (higher is better)"),
+    ("cold-sync", "server_cpu_ms_per_join", "cold sync: CPU / join (ms)"),
+    ("cold-sync", "join_p50_ms", "cold sync: join p50 (ms)"),
+    ("cold-sync-log", "server_cpu_ms_per_join", "cold sync from the log: CPU / join (ms)"),
+    ("cold-sync-log", "restart_s", "cold sync from the log: restart (s)"),
+    ("replicas-1", "server_cpu_ms_per_1000_deliveries", "1 replica: CPU / 1,000 deliveries (ms)"),
+    ("replicas-1", "latency_p99_ms", "1 replica: p99 (ms)"),
+    ("replicas-2", "server_cpu_ms_per_1000_deliveries", "2 replicas: CPU / 1,000 deliveries (ms)"),
+    ("replicas-2", "latency_p99_ms", "2 replicas: p99 (ms)"),
+]
+HIGHER_IS_BETTER = {"connects_per_s"}
+SCALE = {"rss_per_connection_bytes": 1 / 1024}
 
 
-def load_runs() -> dict[str, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class AbSet:
+    folder: str
+    title: str
+    figures: list[tuple[str, str, str]]
+    verdict: bool  # a column: last label ÷ first, and whether it is worse beyond the spread
+
+    @property
+    def path(self) -> Path:
+        return RESULTS / self.folder
+
+
+SETS = [
+    AbSet("ab", "the redesign and the hostile-client work", FIGURES, verdict=False),
+    AbSet("ab-issue15", "the performance issue (15)", ALL_FIGURES, verdict=True),
+]
+
+
+def load_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(AB_DIR.glob("*-[0-9]*.json")):
+    for path in sorted(folder.glob("*-[0-9]*.json")):
         result = json.loads(path.read_text())
-        label = re.sub(r"-\d+$", "", result["name"])
+        label = re.sub(r"-\d+$", "", Path(result["name"]).name)
         runs.setdefault(label, []).append(result)
     return runs
 
@@ -50,50 +96,114 @@ def figure(result: dict[str, Any], workload: str, key: str) -> float | None:
         return None
     for run in entry["servers"]["crdt-state"]["runs"]:
         value = run.get("figures", {}).get(key)
-        if isinstance(value, int | float):
-            return float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) * SCALE.get(key, 1.0)
     return None
 
 
-def before_after_section() -> list[str]:
-    if not AB_DIR.is_dir():
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{statistics.median(values):.3g} [{min(values):.3g}–{max(values):.3g}]"
+
+
+def _verdict(key: str, before: list[float], after: list[float]) -> str:
+    """after ÷ before of the medians; worse only when the after median lies beyond every
+    before round in the bad direction (inside the spread is the machine, not the change)."""
+    if not before or not after:
+        return "–"
+    now = statistics.median(after)
+    ratio = now / statistics.median(before)
+    if key.split(".")[-1] in HIGHER_IS_BETTER:
+        worse, better = now < min(before), now > max(before)
+    else:
+        worse, better = now > max(before), now < min(before)
+    word = "**worse**" if worse else "better" if better else "same (within the spread)"
+    return f"{ratio:.2f}× {word}"
+
+
+def set_section(ab: AbSet) -> list[str]:
+    if not ab.path.is_dir():
         return []
-    runs = load_runs()
+    runs = load_runs(ab.path)
     if not runs:
         return []
-    order = json.loads(ORDER.read_text()) if ORDER.exists() else []
+    order_file = ab.path / "order.json"
+    order = json.loads(order_file.read_text()) if order_file.exists() else []
     labels = [label for label in order if label in runs]
     labels += [label for label in runs if label not in labels]
     commits = {
         label: runs[label][0]["servers"]["crdt-state"]["versions"]["commit"][:7] for label in labels
     }
-    lines = [
-        "## Before / after",
-        "",
-        "The same workloads on several commits, interleaved round by round on this machine in "
-        "one sitting (`bench/results/ab/`, written by `bench/before_after.py`). Median over "
-        "the rounds, range in brackets.",
-        "",
-    ]
-    if NOTES.exists():
-        lines += [NOTES.read_text().strip(), ""]
-    header = "| figure | " + " | ".join(f"{label} (`{commits[label]}`)" for label in labels)
-    lines += [header + " |", "|---|" + "---|" * len(labels)]
-    for workload, key, title in FIGURES:
-        cells = []
-        for label in labels:
-            values = [v for r in runs[label] if (v := figure(r, workload, key)) is not None]
-            if not values:
-                cells.append("–")
-                continue
-            cells.append(f"{statistics.median(values):.3g} [{min(values):.3g}–{max(values):.3g}]")
+    lines = [f"### Before / after {ab.title}", ""]
+    notes = ab.path / "NOTES.md"  # what each label is, in words (kept beside the results)
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
+    columns = [f"{label} (`{commits[label]}`)" for label in labels]
+    if ab.verdict:
+        columns.append(f"{labels[-1]} ÷ {labels[0]}")
+    lines += ["| figure | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for workload, key, title in ab.figures:
+        values = {
+            label: [v for r in runs[label] if (v := figure(r, workload, key)) is not None]
+            for label in labels
+        }
+        cells = [_cell(values[label]) for label in labels]
+        if ab.verdict:
+            cells.append(_verdict(key, values[labels[0]], values[labels[-1]]))
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     rounds = {label: len(results) for label, results in runs.items()}
     lines += ["", "Rounds: " + ", ".join(f"{k} {v}" for k, v in rounds.items()) + ".", ""]
     return lines
 
 
+def before_after_section() -> list[str]:
+    sections = [lines for ab in SETS if (lines := set_section(ab))]
+    if not sections:
+        return []
+    lines = [
+        "## Before / after",
+        "",
+        "The same workloads on several commits, interleaved round by round on this machine in "
+        "one sitting (`bench/results/ab*/`, written by `bench/before_after.py`). Median over "
+        "the rounds, range in brackets.",
+        "",
+    ]
+    for section in sections:
+        lines += section
+    return lines
+
+
+def run_set(folder: str, rounds: int, sources: dict[str, Path], only: str) -> None:
+    """Rounds of `bench.run ours --only <only> --repeats 1`, each label in turn, its server
+    from its source checkout; results into bench/results/<folder>/<label>-<round>.json."""
+    (RESULTS / folder).mkdir(parents=True, exist_ok=True)
+    (RESULTS / folder / "order.json").write_text(json.dumps(list(sources)) + "\n")
+    for n in range(1, rounds + 1):
+        for label, source in sources.items():
+            name = f"{folder}/{label}-{n}"
+            argv = [sys.executable, "-m", "bench.run", "ours", "--only", only, "--repeats", "1"]
+            argv += ["--name", name, "--command", "python -m bench.before_after run " + folder]
+            env = {**os.environ, "BENCH_OURS_SOURCE": str(source.resolve())}
+            print(f"[before_after] round {n}: {label} from {source}", flush=True)
+            subprocess.run(argv, cwd=ROOT, env=env, check=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the rounds of a set")
+    run.add_argument("folder", help="the set's folder under bench/results/, e.g. ab-issue15")
+    run.add_argument("sources", nargs="+", help="label=checkout, oldest first")
+    run.add_argument("--rounds", type=int, default=3)
+    run.add_argument(
+        "--only",
+        default="fanout,hot-room,connections,cold-sync,cold-sync-log,rest,replicas-1,replicas-2",
+    )
+    args = parser.parse_args()
+    if args.command == "run":
+        sources = {label: Path(path) for label, _, path in (s.partition("=") for s in args.sources)}
+        run_set(args.folder, args.rounds, sources, args.only)
     print("\n".join(before_after_section()))
 
 

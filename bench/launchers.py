@@ -28,7 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .machine import BENCH_DIR, ROOT, node_package_versions, postgres_pids, redis_server_pids
+from .machine import (
+    BENCH_DIR,
+    OURS_SOURCE,
+    ROOT,
+    node_package_versions,
+    postgres_pids,
+    redis_server_pids,
+)
 
 SERVERS_SOURCE = ROOT / "bench" / "servers"
 NODE_SERVERS = BENCH_DIR / "servers"
@@ -294,7 +301,9 @@ class Ours(Launcher):
         } | (env or {})
 
     def with_replicas(self, replicas: int) -> Launcher:
-        return type(self)(replicas=replicas, shared=True)
+        return type(self)(
+            dev=self.dev, replicas=replicas, shared=True, secret=self.secret, env=self.env_overrides
+        )
 
     def server(self, workdir: Path) -> Server:
         data = workdir / "data"
@@ -326,7 +335,7 @@ class Ours(Launcher):
             self.name,
             args,
             env=env,
-            cwd=ROOT,
+            cwd=OURS_SOURCE,
             workdir=workdir,
             ports=[free_port() for _ in range(self.replicas)],
             ws_path="/ws/yjs/{workspace}",

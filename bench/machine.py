@@ -14,6 +14,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"
+# The checkout our server runs from (its `crdt_state` and `adapters`, with this venv): this one
+# unless BENCH_OURS_SOURCE names another, e.g. a clone of an older commit for a before/after.
+OURS_SOURCE = Path(os.environ.get("BENCH_OURS_SOURCE") or ROOT).resolve()
 JS_DIR = ROOT / "bench" / "js"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -165,9 +168,9 @@ def _memory_bytes() -> int:
     return 0
 
 
-def _output(args: list[str]) -> str | None:
+def _output(args: list[str], cwd: Path = ROOT) -> str | None:
     try:
-        return subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        return subprocess.run(args, capture_output=True, text=True, check=True, cwd=cwd).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -209,9 +212,9 @@ def python_package_versions(names: list[str]) -> dict[str, str | None]:
 GENERATED = ("bench/results/", "docs/BENCHMARKS")
 
 
-def source_revision() -> dict[str, Any]:
-    commit = (_output(["git", "rev-parse", "HEAD"]) or "").strip() or None
-    status = _output(["git", "status", "--porcelain", "--untracked-files=no"])
+def source_revision(source: Path = OURS_SOURCE) -> dict[str, Any]:
+    commit = (_output(["git", "rev-parse", "HEAD"], source) or "").strip() or None
+    status = _output(["git", "status", "--porcelain", "--untracked-files=no"], source)
     if status is None:
         return {"commit": commit, "dirty": None}
     changed = [line[3:] for line in status.splitlines() if line.strip()]

@@ -54,6 +54,12 @@ T = TypeVar("T")
 E = TypeVar("E", bound="Edit")
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
+# The JSON view is brought up to date when it is read, not at each change (a live room's view
+# is read about once a second, when it is stored, while it may change hundreds of times).
+# Past this many operations waiting, or one per this many bytes of the doc if more, a fresh
+# render costs less than replaying them: the view is dropped and rendered at the next read.
+UNSEEN_OPS_MIN = 64
+UNSEEN_OPS_PER_DOC_BYTES = 256
 
 
 class InvalidUpdate(ValueError):
@@ -136,6 +142,8 @@ class Room(Actor):
         # plus every update applied since (deletions free less than that: an overestimate).
         self.size = len(state)
         self._view: JSONObject | None = None
+        self._unseen: list[JSONPatch] = []  # patches of changes not applied to the view yet
+        self._unseen_ops = 0
         self._pending: set[asyncio.Future[int]] = set()  # commits not answered yet
 
     async def stop(self) -> None:
@@ -282,6 +290,7 @@ class Room(Actor):
         self._changes += 1
         if view is not None and self._view is not None:
             self._view = view  # the edit computed it in its one pass over the JSON
+            self._unseen, self._unseen_ops = [], 0  # from view(): it saw them all
         else:
             self._advance_view(patch)
         subject = who.subject
@@ -336,8 +345,16 @@ class Room(Actor):
     # -- reading (run in the room) ---------------------------------------------------------
 
     def view(self) -> JSONObject:
-        """The JSON view, kept current from each change's JSON Patch: never re-rendered per
-        read."""
+        """The JSON view, kept current from the changes' JSON Patches, applied when it is read
+        (or rendered afresh when that is cheaper): never re-rendered per read."""
+        if self._unseen:
+            unseen, self._unseen, self._unseen_ops = self._unseen, [], 0
+            try:
+                for patch in unseen:
+                    self._view = apply_to_json(self._view, derived_patch(patch))
+            except StateError:  # should not happen; a fresh render is always right
+                log.exception("room %s: change events did not replay; re-rendering", self.key)
+                self._view = None
         if self._view is None:
             # Entries the log holds too deep to render (from before updates were checked)
             # show as a placeholder: rendering them could crash the process.
@@ -374,11 +391,11 @@ class Room(Actor):
     def _advance_view(self, patch: JSONPatch) -> None:
         if self._view is None or not patch:
             return
-        try:
-            self._view = apply_to_json(self._view, derived_patch(patch))
-        except StateError:  # should not happen; a fresh render is always right
-            log.exception("room %s: change events did not replay; re-rendering", self.key)
-            self._view = None
+        self._unseen.append(patch)
+        self._unseen_ops += len(patch)
+        if self._unseen_ops > max(UNSEEN_OPS_MIN, self.size // UNSEEN_OPS_PER_DOC_BYTES):
+            self._view = None  # rendered at the next read
+            self._unseen, self._unseen_ops = [], 0
 
     def _learn(self, updates: list[bytes]) -> None:
         for update in updates:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pycrdt import Doc, Map
+from pycrdt import Array, Doc, Map
 
 from adapters.git import GitSnapshotRepository
 from adapters.local import LocalBus, LocalFanout
@@ -161,3 +161,36 @@ async def test_two_replicas_on_one_fanout_apply_each_others_changes_without_relo
     for server in servers:
         await server.close()
     await store.close()
+
+
+@pytest.mark.parametrize("edits", [1, 5, 40, 400])
+async def test_the_view_read_after_many_changes_is_the_docs_render(registry, edits):
+    """The view catches up when it is read: replaying the changes' patches (a few) or
+    rendering afresh (many); either way it is what the doc renders to."""
+    key = PanelKey("ws", f"view-{edits}")
+    room = await registry.open(key, create=True, subject="alice")
+    await room.call(room.view)  # the view exists: the changes below bring it up to date
+    client = Doc()
+    updates: list[bytes] = []
+    client.observe(lambda event: updates.append(event.update))
+    state = client.get("$state", type=Map)
+    with client.transaction():
+        state["rows"] = Array()
+        state["cells"] = Map()
+    await room.call(room.apply, updates[-1], object(), WHO)
+    rows: list[int] = []
+    for i in range(edits):
+        with client.transaction():
+            state["rows"].append(Map({"i": i, "tags": Array([str(i)])}))
+            rows.append(i)
+            if i % 3 == 2:
+                del state["rows"][0]
+                del rows[0]
+            state["cells"][f"c{i % 5}"] = i
+        await room.call(room.apply, updates[-1], object(), WHO)
+    view = await room.call(room.view)
+    assert [row["i"] for row in view["$state"]["rows"]] == rows
+    assert view["$state"]["cells"] == {f"c{i % 5}": i for i in range(edits)}
+    live = Doc()
+    live.apply_update(await room.call(room.encode_state))
+    assert view == PanelDoc(live).render()

@@ -10,7 +10,12 @@ them alike. Medians over the rounds, with the range.
 Running a set (the driver of this file; every commit runs with this checkout's bench and
 venv, its server from a clone of the commit, BENCH_OURS_SOURCE):
 
-    python -m bench.before_after run ab-issue15 --rounds 3 before=/tmp/ab/before after=.
+    python -m bench.before_after run ab-issue15 --rounds 3 before=../before after=.
+
+A label may carry environment for its server after its checkout, comma-separated
+(`before=../before,PYTHONPATH=.bench/no-hiredis`): an older commit whose dependencies lacked
+a package this venv has can be run without it (a folder whose module of that name refuses to
+import, put first on the path).
 """
 
 from __future__ import annotations
@@ -174,17 +179,19 @@ def before_after_section() -> list[str]:
     return lines
 
 
-def run_set(folder: str, rounds: int, sources: dict[str, Path], only: str) -> None:
+def run_set(
+    folder: str, rounds: int, sources: dict[str, tuple[Path, dict[str, str]]], only: str
+) -> None:
     """Rounds of `bench.run ours --only <only> --repeats 1`, each label in turn, its server
     from its source checkout; results into bench/results/<folder>/<label>-<round>.json."""
     (RESULTS / folder).mkdir(parents=True, exist_ok=True)
     (RESULTS / folder / "order.json").write_text(json.dumps(list(sources)) + "\n")
     for n in range(1, rounds + 1):
-        for label, source in sources.items():
+        for label, (source, extra) in sources.items():
             name = f"{folder}/{label}-{n}"
             argv = [sys.executable, "-m", "bench.run", "ours", "--only", only, "--repeats", "1"]
             argv += ["--name", name, "--command", "python -m bench.before_after run " + folder]
-            env = {**os.environ, "BENCH_OURS_SOURCE": str(source.resolve())}
+            env = {**os.environ, **extra, "BENCH_OURS_SOURCE": str(source.resolve())}
             print(f"[before_after] round {n}: {label} from {source}", flush=True)
             subprocess.run(argv, cwd=ROOT, env=env, check=True)
 
@@ -202,7 +209,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.command == "run":
-        sources = {label: Path(path) for label, _, path in (s.partition("=") for s in args.sources)}
+        sources = {}
+        for spec in args.sources:
+            label, _, rest = spec.partition("=")
+            path, *pairs = rest.split(",")
+            extra = dict(pair.split("=", 1) for pair in pairs)
+            sources[label] = (Path(path), extra)
         run_set(args.folder, args.rounds, sources, args.only)
     print("\n".join(before_after_section()))
 

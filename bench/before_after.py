@@ -189,7 +189,8 @@ def run_set(
     for n in range(1, rounds + 1):
         for label, (source, extra) in sources.items():
             name = f"{folder}/{label}-{n}"
-            argv = [sys.executable, "-m", "bench.run", "ours", "--only", only, "--repeats", "1"]
+            argv = [sys.executable, "-m", "bench.run", "ours", "--servers", "crdt-state"]
+            argv += ["--only", only, "--repeats", "1"]
             argv += ["--name", name, "--command", "python -m bench.before_after run " + folder]
             env = {**os.environ, **extra, "BENCH_OURS_SOURCE": str(source.resolve())}
             print(f"[before_after] round {n}: {label} from {source}", flush=True)

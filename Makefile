@@ -103,6 +103,7 @@ bench: $(STAMP) $(BENCH_JS_STAMP)
 	$(BIN)/python -m bench.bench_snapshots > bench/results/snapshots.json
 	$(BIN)/python -m bench.context_latency --table > bench/results/context.json
 	$(BIN)/python -m bench.burst_commit > bench/results/burst.json
+	$(BIN)/python -m bench.floor > bench/results/floor.json
 	$(BIN)/python -m bench.report
 	$(BIN)/python -m bench.report_storage
 

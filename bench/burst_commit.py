@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from tests.pg import logged_version
 from tests.server import ServerProcess
 from tests.yjs_client import YjsClients
 
@@ -41,19 +40,6 @@ async def logged_sqlite(path: Path, ws: str, panel: str) -> int:
         return int(row[0] or 0)
 
     return await asyncio.to_thread(read)
-
-
-async def logged_postgres(dsn: str, ws: str, panel: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        version = await conn.fetchval(
-            "SELECT max(version) FROM state_history WHERE workspace_id = $1 AND panel_id = $2",
-            ws,
-            panel,
-        )
-        return int(version or 0)
-    finally:
-        await conn.close()
 
 
 async def one_run(store: str, updates: int) -> dict[str, Any]:
@@ -75,7 +61,7 @@ async def one_run(store: str, updates: int) -> dict[str, Any]:
             while True:
                 if store == "postgres":
                     assert database is not None
-                    have = await logged_postgres(env["DATABASE_URL"], ws, panel)
+                    have = await logged_version(env["DATABASE_URL"], ws, panel)
                 else:
                     have = await logged_sqlite(folder / "crdt-state.sqlite3", ws, panel)
                 if have >= target:

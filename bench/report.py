@@ -16,6 +16,7 @@ from typing import Any
 
 from .before_after import before_after_section
 from .burst_commit import burst_section
+from .goals import floor_section, goals_section
 from .machine import BENCH_DIR, ROOT
 from .two_replicas import OURS as TWO_OURS
 from .two_replicas import THEIRS as TWO_THEIRS
@@ -1339,6 +1340,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = header(ours, compare, hocuspocus)
     if compare is not None:
         lines += headline_section(compare)
+        lines += goals_section(compare, load("burst"))
+        lines += floor_section(load("floor"), compare)
         lines += two_replicas_section(compare)
     lines += findings_section(ours, compare, hocuspocus)
     lines += machine_section(compare or ours)  # type: ignore[arg-type]

@@ -4,8 +4,8 @@
 callback that cannot wait. Work is synchronous (no await inside), so each step sees and
 leaves a consistent state. When nothing is queued, work runs at once in the caller's task
 (same order, no hop, no task switch); otherwise the actor's task runs it behind what is
-queued. A full inbox makes `submit` and `call` wait: a flood slows its source down instead
-of growing memory.
+queued, giving the event loop a turn every SLICE_SECONDS of it. A full inbox makes `submit`
+and `call` wait: a flood slows its source down instead of growing memory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ T = TypeVar("T")
 Work = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
 
 
+# The actor's task gives the event loop a turn once it has run this long on queued work: a
+# backlog (a burst from another replica, say) must not keep every other socket, timer and room
+# of the process waiting until it is all done.
+SLICE_SECONDS = 0.005
+
+
 class Actor:
     def __init__(self, name: str, inbox_size: int) -> None:
         self.closed = False
@@ -31,11 +37,20 @@ class Actor:
         self._task = asyncio.create_task(self._run(), name=name)
 
     async def _run(self) -> None:
+        turn_ends = 0.0
         while True:
-            fn, args, future = await self.inbox.get()
+            if self.inbox.empty():
+                work = await self.inbox.get()  # waiting: the loop had its turn
+                turn_ends = time.monotonic() + SLICE_SECONDS
+            else:
+                work = self.inbox.get_nowait()  # returns without a turn for anyone else
+            fn, args, future = work
             if fn is _STOP:
                 return
             self._execute(fn, args, future)
+            if time.monotonic() >= turn_ends:
+                await asyncio.sleep(0)
+                turn_ends = time.monotonic() + SLICE_SECONDS
 
     def _execute(
         self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any] | None

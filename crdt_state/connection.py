@@ -38,6 +38,22 @@ class FrameSocket(Protocol):
 
 
 class Connection:
+    __slots__ = (
+        "_answered",
+        "_close",
+        "_queue",
+        "_queued_bytes",
+        "_write_now",
+        "_writer",
+        "can_write",
+        "max_queue_bytes",
+        "max_queue_messages",
+        "principal",
+        "sent_messages",
+        "unanswered",
+        "websocket",
+    )
+
     def __init__(
         self,
         websocket: FrameSocket,

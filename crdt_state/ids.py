@@ -43,6 +43,8 @@ def check_id(name: str, value: str) -> None:
         raise ValueError(f"A {name} id cannot be '.' or '..'.")
     if value.isspace():
         raise ValueError(f"A {name} id cannot be blank.")
+    if value.isascii() and value.isprintable():
+        return  # the usual id: no control character; bidi controls and surrogates are not ASCII
     for ch in value:
         why = _refused(ch)
         if why is not None:

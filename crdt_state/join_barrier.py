@@ -34,6 +34,8 @@ T = TypeVar("T")
 # subscription (it is no longer counted); this bound is paid only for one that hangs or is cut
 # off. Under a burst on 2 shared cores an answer took up to ~1.5 s (1 s failed 1 run in 16).
 BARRIER_SECONDS = 2.0
+PUBLISH_ATTEMPTS = 3  # a question that could not be published is tried again, this often
+PUBLISH_RETRY_SECONDS = 0.05
 BARRIER_ID_BYTES = 16  # hex characters
 ANSWER_PART_BYTES = 512 * 1024  # the largest answer part on the wire (a doc is up to 16 MiB)
 _PART = struct.Struct(">II")  # part index, part count
@@ -100,10 +102,8 @@ class JoinBarriers:
             question = FanoutMessage(
                 FanoutKind.BARRIER, pack_barrier(barrier.id, vector), self.replica_id
             )
-            try:
-                holders = await self.fanout.publish_counted(room.key, question)
-            except Exception as exc:  # the fan-out is down: the log is all there is
-                log.warning("room %s: join barrier not published: %r", room.key, exc)
+            holders = await self._publish(room, question)
+            if holders is None:  # the fan-out is down: the log is all there is
                 return False
             deadline = asyncio.get_running_loop().time() + BARRIER_SECONDS
             for _ in range(holders):
@@ -115,6 +115,20 @@ class JoinBarriers:
                     return False
                 await room.call(_apply_answer, room, update)
         return holders > 0
+
+    async def _publish(self, room: Room, question: FanoutMessage) -> int | None:
+        """Publish the question; how many replicas got it, None when it could not go out. A
+        failure is tried again (a busy process may time out connecting to Redis): an answer to
+        any copy of the question is as good, each being sent after the join began."""
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                return await self.fanout.publish_counted(room.key, question)
+            except Exception as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    log.warning("room %s: join barrier not published: %r", room.key, exc)
+                    return None
+                await asyncio.sleep(PUBLISH_RETRY_SECONDS)
+        return None
 
     def answer(self, room: Room, message: FanoutMessage) -> None:
         """In the room, behind what its inbox held: another replica is about to answer a join;

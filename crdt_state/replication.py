@@ -35,6 +35,7 @@ from .status import CLOSE_NOT_FOUND
 log = logging.getLogger(__name__)
 
 SEEN_REMOTE_LIMIT = 10_000
+LIVE_BATCH = 256  # live updates of another replica applied in one transaction, at most
 NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change seen live
 CHANGE_ID_BYTES = 32
 CATCH_UP_LIMIT = 100_000
@@ -69,6 +70,9 @@ class _Remote:
     # of the log after `caught_up`, and a join barrier (True: every other holder answered).
     log_reads: Coalesced[None] = field(init=False)
     barriers: Coalesced[bool] = field(init=False)
+    # Live updates queued in the room, not applied yet: the next ones join them (up to
+    # LIVE_BATCH) and all are applied in one transaction.
+    batch: list[FanoutMessage] | None = None
 
 
 @dataclass(slots=True)
@@ -170,22 +174,26 @@ class Replication:
         # Always: JSON subscribers listen for notices even with a single replica.
         self._outbox.put(notice)
 
-    async def current(self, room: Room) -> None:
+    async def current(self, room: Room, within: float) -> None:
         """Before a client joins: a join on any replica gets every update any replica applied
         before it began (not the state of a room behind a burst of another replica's
         updates, nor one without those another replica has not committed yet). Two sources,
         asked at once: the other replicas holding the room (a join barrier: each sends what
         this room lacks, after everything it applied), and the log after what this room
         applied (for replicas that died). The log is waited for unless other replicas hold
-        the room and all of them answered. Joins arriving together share both; the caller
-        bounds the wait, and what it gave up on goes on for the next joins."""
+        the room and all of them answered. Joins arriving together share both. TimeoutError
+        after `within` seconds; what it gave up on goes on for the next joins. With no other
+        replica to reach (one process on the local fan-out) there is nothing to wait for."""
         remote = self._attached.get(room.key)
         if remote is None or room.closed:
             return
         asked = time.monotonic()
-        from_log = remote.log_reads.ask()
-        if not await asyncio.shield(remote.barriers.ask()):
-            await asyncio.shield(from_log)
+        # One process on the local fan-out: no other replica can hold the room, nothing to ask.
+        if self.fanout.may_reach_others(room.key):
+            async with asyncio.timeout(within):
+                from_log = remote.log_reads.ask()
+                if not await asyncio.shield(remote.barriers.ask()):
+                    await asyncio.shield(from_log)
         self._caught_up("join", asked)
 
     async def _read_for_joins(self, remote: _Remote) -> None:
@@ -222,7 +230,15 @@ class Replication:
             return
         room = remote.room
         if message.kind == FanoutKind.UPDATE:
-            await room.submit(self._apply_live, remote, message)
+            batch = remote.batch
+            if batch is not None and len(batch) < LIVE_BATCH:
+                batch.append(message)  # applied with those queued before it, in order
+                return
+            # Queued, never run at once: the next messages the fan-out has already read join
+            # it before the room gets to it. A full inbox makes the reader wait.
+            remote.batch = batch = [message]
+            if not room.post(_apply_live, remote, batch):
+                await room.submit(_apply_live, remote, batch)
         elif message.kind == FanoutKind.BARRIER:
             await room.submit(self.joins.answer, room, message)
         elif message.kind == FanoutKind.BARRIER_ANSWER:
@@ -242,18 +258,6 @@ class Replication:
                 )
                 return
             await room.submit(room.peers.apply_remote_awareness, entries, message.origin)
-
-    def _apply_live(self, remote: _Remote, message: FanoutMessage) -> None:
-        """In the room: a change another replica applied and logs."""
-        change_id, update = unpack_update(message.payload)
-        remote.seen[change_id] = None
-        if len(remote.seen) > SEEN_REMOTE_LIMIT:
-            remote.seen.popitem(last=False)
-        remote.unnumbered[change_id] = (message.origin, time.monotonic())
-        if len(remote.unnumbered) > SEEN_REMOTE_LIMIT:
-            remote.unnumbered.pop(next(iter(remote.unnumbered)))
-        remote.numbered.clear()
-        remote.room.apply_logged(update)
 
     @staticmethod
     def _deleted(room: Room) -> None:
@@ -369,6 +373,27 @@ class Replication:
             if watch.rooms <= 0:
                 del self._watches[workspace_id]
                 await watch.subscription.close()
+
+
+def _apply_live(remote: _Remote, batch: list[FanoutMessage]) -> None:
+    """In the room: changes another replica applied and logs, those that came while the
+    first waited in the room's inbox with it (a replica behind on a burst catches up in
+    transactions of up to LIVE_BATCH updates, not one by one)."""
+    if remote.batch is batch:
+        remote.batch = None  # what comes next starts another batch
+    updates = []
+    now = time.monotonic()
+    for message in batch:
+        change_id, update = unpack_update(message.payload)
+        remote.seen[change_id] = None
+        remote.unnumbered[change_id] = (message.origin, now)
+        updates.append(update)
+    while len(remote.seen) > SEEN_REMOTE_LIMIT:
+        remote.seen.popitem(last=False)
+    while len(remote.unnumbered) > SEEN_REMOTE_LIMIT:
+        remote.unnumbered.pop(next(iter(remote.unnumbered)))
+    remote.numbered.clear()
+    remote.room.apply_logged(*updates)
 
 
 def _applied(remote: _Remote, version: int) -> None:

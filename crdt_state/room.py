@@ -250,11 +250,15 @@ class Room(Actor):
         self._sink.changed(self, change, None)
         return change
 
-    def apply_logged(self, update: bytes) -> bool:
-        """Apply an update another replica took and logs: show it, never log it again.
-        Returns whether it changed the doc."""
+    def apply_logged(self, *updates: bytes) -> bool:
+        """Apply updates another replica took and logs, in one transaction: show them, never
+        log them again. Returns whether they changed the doc."""
         with self._panel.doc.transaction(origin="remote"):
-            self._panel.doc.apply_update(update)
+            for update in updates:
+                try:
+                    self._panel.doc.apply_update(update)
+                except ValueError as exc:  # checked by the replica that took it: never seen
+                    log.error("room %s: an update of another replica failed: %s", self.key, exc)
         if not self._captured:
             return False
         captured, self._captured = self._captured, []
@@ -262,7 +266,9 @@ class Room(Actor):
         self._changes += 1
         self.position.foreign_applied()
         self._advance_view(self._recorder.take())
-        self._sink.changed_remotely(self, captured[0] if len(captured) == 1 else update)
+        self._sink.changed_remotely(
+            self, captured[0] if len(captured) == 1 else merge_updates(*captured)
+        )
         return True
 
     def _record(
@@ -349,12 +355,7 @@ class Room(Actor):
         (or rendered afresh when that is cheaper): never re-rendered per read."""
         if self._unseen:
             unseen, self._unseen, self._unseen_ops = self._unseen, [], 0
-            try:
-                for patch in unseen:
-                    self._view = apply_to_json(self._view, derived_patch(patch))
-            except StateError:  # should not happen; a fresh render is always right
-                log.exception("room %s: change events did not replay; re-rendering", self.key)
-                self._view = None
+            self._view = _replayed(self._view, unseen, self.key)
         if self._view is None:
             # Entries the log holds too deep to render (from before updates were checked)
             # show as a placeholder: rendering them could crash the process.
@@ -408,3 +409,16 @@ class Room(Actor):
     def _on_transaction(self, event: Any) -> None:
         # Runs inside pycrdt: must not raise nor touch the doc.
         self._captured.append(event.update)
+
+
+def _replayed(
+    view: JSONObject | None, patches: list[JSONPatch], key: PanelKey
+) -> JSONObject | None:
+    """`view` with the patches applied; None (render afresh) should one not apply."""
+    try:
+        for patch in patches:
+            view = apply_to_json(view, derived_patch(patch))
+    except StateError:  # should not happen; a fresh render is always right
+        log.exception("room %s: change events did not replay; re-rendering", key)
+        return None
+    return view

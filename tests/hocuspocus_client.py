@@ -19,24 +19,13 @@ take ``within`` (seconds, on the Node side); the Python side waits a little long
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import itertools
-import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-JS_DIR = Path(__file__).resolve().parent / "js"
-SCRIPT = JS_DIR / "hpclient.mjs"
-DEFAULT_TIMEOUT = 10.0
+from .node_process import NodeProcess
+
 DEFAULT_WAIT = 5.0
 _WAIT_SLACK = 3.0
-_STDERR_LINES = 200
 
 Json = Any
 YPath = Sequence[str]
@@ -46,120 +35,23 @@ class HocuspocusClientError(AssertionError):
     """A Node command failed, timed out, or the Node process died."""
 
 
-class HocuspocusClients:
+class HocuspocusClients(NodeProcess):
     """One ``node hpclient.mjs`` process: shared sockets and the documents on them."""
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.timeout = timeout
-        self._proc: asyncio.subprocess.Process | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._dead: str | None = None
+    script = "hpclient.mjs"
+    requires = "@hocuspocus/provider"
+    error = HocuspocusClientError
+    what = "the Hocuspocus tests"
 
-    async def __aenter__(self) -> HocuspocusClients:
-        node = shutil.which("node")
-        if node is None:
-            raise HocuspocusClientError("node is not on PATH; the Hocuspocus tests need Node")
-        if not (JS_DIR / "node_modules" / "@hocuspocus" / "provider").is_dir():
-            missing = JS_DIR / "node_modules" / "@hocuspocus" / "provider"
-            raise HocuspocusClientError(f"{missing} is missing: run `npm ci --prefix tests/js`")
-        self._proc = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
-            cwd=str(JS_DIR),
-            env=dict(os.environ),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=64 * 1024 * 1024,
-        )
-        self._tasks = [
-            asyncio.create_task(self._read_stdout()),
-            asyncio.create_task(self._read_stderr()),
-        ]
-        await self.request("ping")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()  # Node destroys its clients and exits
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        for task in self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, 2.0)
-        self._fail_pending("the Node process was closed")
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _error(self, message: str) -> HocuspocusClientError:
-        tail = "\n".join(list(self._stderr)[-40:])
-        return HocuspocusClientError(f"{message}\n--- node stderr (tail) ---\n{tail or '(empty)'}")
-
-    async def request(
+    async def request(  # type: ignore[override]
         self, cmd: str, *, within: float | None = None, **fields: Any
     ) -> dict[str, Any]:
         """One command and its reply; `within`: a wait's limit on the Node side (seconds)."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise self._error(f"node command {cmd!r}: the Node process is not running")
-        if self._dead is not None:
-            raise self._error(f"node command {cmd!r}: {self._dead}")
-        limit = self.timeout
+        limit = None
         if within is not None:
             fields["timeoutMs"] = int(within * 1000)
             limit = max(self.timeout, within + _WAIT_SLACK)
-        rid = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
-        try:
-            proc.stdin.write(json.dumps({"id": rid, "cmd": cmd, **fields}).encode() + b"\n")
-            await proc.stdin.drain()
-            reply = await asyncio.wait_for(future, limit)
-        except TimeoutError:
-            raise self._error(f"node command {cmd!r} timed out after {limit:g} s") from None
-        finally:
-            self._pending.pop(rid, None)
-        if not reply.get("ok"):
-            raise self._error(f"node command {cmd!r} failed: {reply.get('error')}")
-        return reply
-
-    async def _read_stdout(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
-            try:
-                reply = json.loads(line)
-            except ValueError:
-                self._stderr.append(f"[hocuspocus_client] unparsable stdout: {line[:200]!r}")
-                continue
-            future = self._pending.get(reply.get("id"))
-            if future is not None and not future.done():
-                future.set_result(reply)
-        self._dead = "the Node process exited"
-        self._fail_pending(self._dead)
-
-    async def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        while line := await self._proc.stderr.readline():
-            self._stderr.append(line.decode(errors="replace").rstrip("\n"))
-
-    def _fail_pending(self, why: str) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(self._error(why))
+        return await super().request(cmd, limit=limit, **fields)
 
     # -- sockets -------------------------------------------------------------------------------
 

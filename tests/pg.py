@@ -228,3 +228,17 @@ async def restartable(cluster: Cluster) -> AsyncIterator[Cluster]:
         if not await asyncio.to_thread(cluster.running):
             await asyncio.to_thread(cluster.start)
         await wait_until_accepting(admin_dsn())
+
+
+async def logged_version(dsn: str, workspace: str, panel: str) -> int:
+    """The newest version of a panel in the PostgreSQL log itself (no replica asked)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        version = await conn.fetchval(
+            "SELECT max(version) FROM state_history WHERE workspace_id = $1 AND panel_id = $2",
+            workspace,
+            panel,
+        )
+        return int(version or 0)
+    finally:
+        await conn.close()

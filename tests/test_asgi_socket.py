@@ -33,11 +33,6 @@ class App:
         self.written: list[bool] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         ws = AsgiSocket(scope, receive, send)
         self.direct.append(ws.direct)
         await ws.accept()
@@ -55,27 +50,21 @@ class App:
 
 @contextlib.asynccontextmanager
 async def serving(app: App, deflate: bool) -> AsyncIterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws=UVICORN_WS,
-        ws_per_message_deflate=deflate,
-        log_level="warning",
-        lifespan="on",
+        app, ws=UVICORN_WS, ws_per_message_deflate=deflate, log_level="warning", lifespan="off"
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn's Server has no event for it
             await asyncio.sleep(0.01)
-        yield port
+        yield listening.getsockname()[1]
     finally:
         server.should_exit = True
         await task
+        listening.close()
 
 
 async def received(port: int, deflate: bool) -> list[bytes]:

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from pycrdt import Doc, Map
@@ -35,6 +34,7 @@ from crdt_state.server import Server
 
 from . import redis_server
 from .conftest import token
+from .pg import logged_version
 from .server import ServerProcess
 from .yjs_client import YjsClient, YjsClients
 
@@ -91,20 +91,6 @@ async def wait_committed(server: ServerProcess, ws: str, panel: str, version: in
     while await committed_version(server, ws, panel) < version:
         assert time.monotonic() < deadline, "the burst was not committed in time"
         await asyncio.sleep(0.1)  # polling another process's log: no event to await
-
-
-async def logged_version(dsn: str, ws: str, panel: str) -> int:
-    """The newest version in the log itself (no replica asked)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        version = await conn.fetchval(
-            "SELECT max(version) FROM state_history WHERE workspace_id = $1 AND panel_id = $2",
-            ws,
-            panel,
-        )
-        return int(version or 0)
-    finally:
-        await conn.close()
 
 
 async def burst_applied(node: YjsClients, writer: str, watcher: YjsClient, mark: int) -> None:
@@ -273,7 +259,7 @@ async def test_a_large_answer_to_a_join_barrier_comes_in_bounded_parts(
 
     first.fanout.publish_all = measured  # type: ignore[method-assign]
     other = await second.registry.open(key, create=False)
-    await second.replication.current(other)
+    await second.replication.current(other, 5.0)
     state = await other.call(other.view)
     assert len(state["$state"]) == 20_000
     assert len(sizes) >= 4 and max(sizes) <= ANSWER_PART_BYTES + 64, sizes

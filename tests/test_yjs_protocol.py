@@ -178,3 +178,31 @@ async def test_edits_that_skip_what_the_client_made_offline_are_kept_not_refused
     state = rest_state(server, "gap")["state"]["$state"]
     assert state == {"online": 1, "offline": 2, "live": 3, "offline2": 4, "live2": 5}
     await peer.close()
+
+
+async def test_a_client_that_never_answers_loses_only_its_own_skipping_edits(server):
+    """A client that keeps sending edits that skip clocks and never answers the server's step
+    1: each is dropped for the cost of checking it, one question stays open (not one per
+    edit), the socket stays open, and nothing of it is applied until it answers."""
+    await (await writer(server, "mute")).close()  # the panel exists
+    peer = await RawPeer.open(f"{server.yjs_url('ws')}/mute?token={token()}")
+    question = await next_sync(peer, protocol.SyncType.STEP1)  # the join's: never answered
+    peer.state["unsent"] = 0  # every edit below skips it
+    for i in range(100):
+        await peer.set(f"k{i}", i)
+    await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))
+    asked = 0
+    while True:  # the server's answer comes after it has read every edit above
+        message = await peer.recv()
+        if message.type == protocol.MessageType.SYNC:
+            if message.sync_type == protocol.SyncType.STEP2:
+                break
+            asked += message.sync_type == protocol.SyncType.STEP1
+    assert asked == 0, "the join's question is still open: the server does not ask again"
+    assert rest_state(server, "mute")["state"]["$state"] == {}
+    await peer.ws.send(protocol.sync_step2(peer.doc.get_update(question)))  # at last
+    await peer.ws.send(protocol.sync_step1(peer.doc.get_state()))
+    await next_sync(peer, protocol.SyncType.STEP2)
+    state = rest_state(server, "mute")["state"]["$state"]
+    assert state == {"unsent": 0} | {f"k{i}": i for i in range(100)}
+    await peer.close()

@@ -28,30 +28,18 @@ side waits a little longer so that Node's message wins. Other commands get ``tim
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import collections
-import contextlib
-import itertools
-import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest_asyncio
 
-JS_DIR = Path(__file__).resolve().parent / "js"
-SCRIPT = JS_DIR / "yclient.mjs"
+from .node_process import JS_DIR, NodeProcess
 
-DEFAULT_TIMEOUT = 10.0
-"""Seconds a plain command may take before the call fails."""
+SCRIPT = JS_DIR / "yclient.mjs"
 DEFAULT_WAIT = 5.0
 """Seconds a ``wait_*`` (or a connect waiting for sync) waits on the Node side."""
 _WAIT_SLACK = 3.0
-_STDERR_LINES = 200
 
 Json = Any
 YPath = Sequence[str | int]
@@ -62,155 +50,17 @@ class YjsClientError(AssertionError):
     """A Node command failed, timed out, or the Node process died."""
 
 
-class YjsClients:
+class YjsClients(NodeProcess):
     """One ``node yclient.mjs`` process holding named Yjs clients.
 
     Use ``async with YjsClients() as node:`` or ``await start()`` / ``await close()``.
     Methods mirror the Node commands and return the reply without ``id``/``ok``.
     """
 
-    def __init__(
-        self,
-        *,
-        node: str = "node",
-        timeout: float = DEFAULT_TIMEOUT,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.node = node
-        self.timeout = timeout
-        self.env = dict(env) if env is not None else None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._dead: str | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    async def start(self) -> YjsClients:
-        node = shutil.which(self.node)
-        if node is None:
-            raise YjsClientError(f"{self.node!r} not found on PATH; the Yjs client tests need Node")
-        if not (JS_DIR / "node_modules" / "y-websocket").is_dir():
-            raise YjsClientError(
-                f"{JS_DIR / 'node_modules'} is missing: run `npm ci --prefix tests/js`"
-            )
-        env = {**os.environ, **(self.env or {})}
-        self._proc = await asyncio.create_subprocess_exec(
-            node,
-            str(SCRIPT),
-            cwd=str(JS_DIR),
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=64 * 1024 * 1024,  # a reply (doc JSON, raw frames) is one line
-        )
-        self._tasks = [
-            asyncio.create_task(self._read_stdout(), name="yclient-stdout"),
-            asyncio.create_task(self._read_stderr(), name="yclient-stderr"),
-        ]
-        await self.request("ping")
-        return self
-
-    async def close(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        self._proc = None
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()  # Node destroys its clients and exits when stdin closes
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        for task in self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, 2.0)
-        self._fail_pending("the Node process was closed")
-
-    async def __aenter__(self) -> YjsClients:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def stderr_tail(self, lines: int = 40) -> str:
-        """The last lines Node wrote to stderr."""
-        return "\n".join(list(self._stderr)[-lines:])
-
-    def _error(self, message: str) -> YjsClientError:
-        tail = self.stderr_tail()
-        return YjsClientError(f"{message}\n--- node stderr (tail) ---\n{tail or '(empty)'}")
-
-    async def request(
-        self, cmd: str, *, limit: float | None = None, **fields: Any
-    ) -> dict[str, Any]:
-        """Send one command and return its reply; raise ``YjsClientError`` unless it is ok."""
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            raise self._error(f"node command {cmd!r}: the Node process is not running")
-        if self._dead is not None:
-            raise self._error(f"node command {cmd!r}: {self._dead}")
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        line = json.dumps({"id": rid, "cmd": cmd, **fields}, separators=(",", ":"))
-        limit = self.timeout if limit is None else limit
-        try:
-            proc.stdin.write(line.encode() + b"\n")
-            await proc.stdin.drain()
-            reply = await asyncio.wait_for(fut, limit)
-        except TimeoutError:
-            raise self._error(
-                f"node command {cmd!r} (id {rid}) timed out after {limit:g} s"
-            ) from None
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise self._error(f"node command {cmd!r}: cannot write to Node ({exc})") from None
-        finally:
-            self._pending.pop(rid, None)
-        if not reply.get("ok"):
-            raise self._error(f"node command {cmd!r} failed: {reply.get('error')}")
-        reply.pop("id", None)
-        reply.pop("ok", None)
-        return reply
-
-    async def _read_stdout(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout
-        while line := await stdout.readline():
-            try:
-                reply = json.loads(line)
-            except ValueError:
-                self._stderr.append(f"[yjs_client] unparsable stdout line: {line[:200]!r}")
-                continue
-            rid = reply.get("id") if isinstance(reply, dict) else None
-            fut = self._pending.get(rid) if isinstance(rid, int) else None
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-        code = await self._proc.wait() if self._proc is not None else None
-        self._dead = f"the Node process exited (code {code})"
-        self._fail_pending(self._dead)
-
-    async def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        stderr = self._proc.stderr
-        while line := await stderr.readline():
-            self._stderr.append(line.decode(errors="replace").rstrip("\n"))
-
-    def _fail_pending(self, why: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(self._error(why))
+    script = "yclient.mjs"
+    requires = "y-websocket"
+    error = YjsClientError
+    what = "the Yjs client tests"
 
     @staticmethod
     def _wait_fields(within: float) -> dict[str, Any]:

@@ -206,8 +206,7 @@ class Documents:
             self._deny(document, exc.code, exc.message)
             return
         try:
-            async with asyncio.timeout(JOIN_CATCH_UP_SECONDS):
-                await context.registry.replication.current(room)
+            await context.registry.replication.current(room, JOIN_CATCH_UP_SECONDS)
         except Exception as exc:  # the log is slow or down: serve what the room has
             log.warning("room %s: join not caught up from the log (%r)", key, exc)
         if self.ended or document.closing or self.documents.get(document.name) is not document:

@@ -101,8 +101,7 @@ async def yjs_socket(websocket: AsgiSocket, context: Context) -> None:
         # A join gets every update any replica applied before it began (the other replicas
         # holding the room answer a join barrier; the log covers those that died).
         try:
-            async with asyncio.timeout(JOIN_CATCH_UP_SECONDS):
-                await context.registry.replication.current(room)
+            await context.registry.replication.current(room, JOIN_CATCH_UP_SECONDS)
         except Exception as exc:  # the log or the fan-out is slow or down: serve the room's
             log.warning("room %s: join not caught up (%r)", key, exc)
         await room.call(session.join)

@@ -26,40 +26,16 @@
 //   detach {name}                    provider.detach(): the client closes the document
 //   destroy {name}
 
-import readline from 'node:readline'
 import { isDeepStrictEqual } from 'node:util'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import * as decoding from 'lib0/decoding'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
+import { deepContains, describe, fail, isPlainObject, notify, serve, toY, waitUntil } from './lines.mjs'
 
-console.log = console.error // libraries log now and then: stdout is for replies
-console.info = console.error
 process.setMaxListeners(0)
 
-const DEFAULT_TIMEOUT_MS = 5000
 const SYNC_STATUS = 8
-
-class CommandError extends Error {}
-const fail = (message) => {
-  throw new CommandError(message)
-}
-const describe = (value) => (value === undefined ? '<missing>' : JSON.stringify(value))
-const isPlainObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
-
-const toY = (value) => {
-  if (Array.isArray(value)) {
-    const array = new Y.Array()
-    array.push(value.map(toY))
-    return array
-  }
-  if (isPlainObject(value)) {
-    const map = new Y.Map()
-    for (const [k, v] of Object.entries(value)) map.set(k, toY(v))
-    return map
-  }
-  return value
-}
 
 /** The Y.Map at path[0..] (every step a key of a Y.Map). */
 const mapAt = (doc, path) => {
@@ -79,51 +55,6 @@ const jsonAt = (doc, path) => {
     if (value === undefined) return undefined
   }
   return value
-}
-
-const deepContains = (actual, expected) => {
-  if (isPlainObject(expected)) {
-    if (!isPlainObject(actual)) return false
-    return Object.entries(expected).every(([k, v]) => k in actual && deepContains(actual[k], v))
-  }
-  return isDeepStrictEqual(actual, expected)
-}
-
-// -- waiting: a waiter per owner, checked on every notify(owner) ---------------------------
-
-const waitUntil = (owner, { check, timeoutMs, what, describeLast }) =>
-  new Promise((resolve, reject) => {
-    const waiter = {
-      check: () => {
-        let result
-        try {
-          result = check()
-        } catch (err) {
-          finish()
-          reject(err)
-          return
-        }
-        if (result !== undefined) {
-          finish()
-          resolve(result)
-        }
-      }
-    }
-    const finish = () => {
-      clearTimeout(timer)
-      owner.waiters.delete(waiter)
-    }
-    const timer = setTimeout(() => {
-      finish()
-      const last = describeLast ? ` (${describeLast()})` : ''
-      reject(new CommandError(`timed out after ${timeoutMs ?? DEFAULT_TIMEOUT_MS} ms waiting for ${what}${last}`))
-    }, timeoutMs ?? DEFAULT_TIMEOUT_MS)
-    owner.waiters.add(waiter)
-    waiter.check()
-  })
-
-const notify = (owner) => {
-  for (const waiter of [...owner.waiters]) waiter.check()
 }
 
 // -- sockets and documents -------------------------------------------------------------------
@@ -368,34 +299,7 @@ const commands = {
 
 // -- stdin/stdout loop ------------------------------------------------------------------------
 
-const reply = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-const handleLine = async (line) => {
-  if (!line.trim()) return
-  let msg
-  try {
-    msg = JSON.parse(line)
-  } catch (err) {
-    reply({ id: null, ok: false, error: `invalid JSON: ${err.message}` })
-    return
-  }
-  const id = msg?.id ?? null
-  try {
-    const handler = Object.hasOwn(commands, msg?.cmd) ? commands[msg.cmd] : null
-    if (!handler) fail(`unknown command ${describe(msg?.cmd)}`)
-    reply({ ...(await handler(msg)), id, ok: true })
-  } catch (err) {
-    if (!(err instanceof CommandError)) console.error(`hpclient: ${describe(msg?.cmd)} (id ${id}) failed:`, err)
-    reply({ id, ok: false, error: err?.message ?? String(err) })
-  }
-}
-
-process.on('uncaughtException', (err) => console.error('hpclient: uncaught exception:', err))
-process.on('unhandledRejection', (err) => console.error('hpclient: unhandled rejection:', err))
-
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
-rl.on('line', (line) => { handleLine(line) })
-rl.on('close', () => {
+serve('hpclient', commands, () => {
   for (const client of docs.values()) {
     try {
       client.provider.destroy()
@@ -406,5 +310,4 @@ rl.on('close', () => {
       entry.provider.destroy()
     } catch {}
   }
-  setTimeout(() => process.exit(0), 100).unref()
 })

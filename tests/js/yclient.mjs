@@ -34,28 +34,17 @@
 //   rawWaitClose {name} -> {code, reason}; rawMessages {name, [clear]} -> {messages: [base64]}
 //   rawWaitMessages {name, count} -> {messages}
 
-import readline from 'node:readline'
 import { isDeepStrictEqual } from 'node:util'
 import WebSocket from 'ws'
 import { WebsocketProvider } from 'y-websocket'
 import * as Y from 'yjs'
+import { CommandError, deepContains, describe, fail, isPlainObject, notify, serve, toY, waitUntil } from './lines.mjs'
 
-// Libraries log with console.log now and then: keep stdout for replies.
-console.log = console.error
-console.info = console.error
 // Every WebsocketProvider adds a process 'exit' listener; many clients are expected.
 process.setMaxListeners(0)
 
-const DEFAULT_TIMEOUT_MS = 5000
 const DEFAULT_ROOTS = ['$state', '$computed', '$meta']
 const LOCAL_ORIGIN = 'yclient'
-
-class CommandError extends Error {}
-
-/** @param {string} message */
-const fail = (message) => {
-  throw new CommandError(message)
-}
 
 // ---------------------------------------------------------------------------
 // JSON helpers
@@ -73,34 +62,6 @@ const plain = (value) => {
       if (v !== undefined) out[k] = plain(v)
     }
     return out
-  }
-  return value
-}
-
-const isPlainObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
-
-/** True when `actual` contains every field of `expected` (recursively for objects). */
-const deepContains = (actual, expected) => {
-  if (isPlainObject(expected)) {
-    if (!isPlainObject(actual)) return false
-    return Object.entries(expected).every(([k, v]) => k in actual && deepContains(actual[k], v))
-  }
-  return isDeepStrictEqual(actual, expected)
-}
-
-const describe = (value) => (value === undefined ? '<missing>' : JSON.stringify(value))
-
-/** Convert a JSON value into Yjs content: objects become Y.Map, arrays Y.Array (recursively). */
-const toY = (value) => {
-  if (Array.isArray(value)) {
-    const arr = new Y.Array()
-    arr.push(value.map(toY))
-    return arr
-  }
-  if (isPlainObject(value)) {
-    const map = new Y.Map()
-    for (const [k, v] of Object.entries(value)) map.set(k, toY(v))
-    return map
   }
   return value
 }
@@ -167,56 +128,6 @@ const jsonAt = (doc, path) => {
 
 // ---------------------------------------------------------------------------
 // Waiting
-
-/**
- * Resolve with check()'s result once it is not undefined. check runs now and on every
- * notify() of the owner; a timeout rejects with describeLast()'s text.
- */
-const waitUntil = (owner, { check, timeoutMs, what, describeLast }) =>
-  new Promise((resolve, reject) => {
-    const limit = timeoutMs ?? DEFAULT_TIMEOUT_MS
-    let timer = null
-    const waiter = {
-      check: () => {
-        let result
-        try {
-          result = check()
-        } catch (err) {
-          finish()
-          reject(err)
-          return
-        }
-        if (result !== undefined) {
-          finish()
-          resolve(result)
-        }
-      },
-      cancel: (reason) => {
-        finish()
-        reject(new CommandError(`${what}: ${reason}`))
-      }
-    }
-    const finish = () => {
-      clearTimeout(timer)
-      owner.waiters.delete(waiter)
-    }
-    timer = setTimeout(() => {
-      finish()
-      let last = ''
-      try {
-        last = describeLast ? `; ${describeLast()}` : ''
-      } catch (err) {
-        last = `; (${err.message})`
-      }
-      reject(new CommandError(`timeout after ${limit} ms waiting for ${what}${last}`))
-    }, limit)
-    owner.waiters.add(waiter)
-    waiter.check()
-  })
-
-const notify = (owner) => {
-  for (const waiter of [...owner.waiters]) waiter.check()
-}
 
 // ---------------------------------------------------------------------------
 // Yjs clients
@@ -673,36 +584,7 @@ const commands = {
   }
 }
 
-// ---------------------------------------------------------------------------
-// stdin/stdout loop
-
-const reply = (obj) => {
-  process.stdout.write(JSON.stringify(obj) + '\n')
-}
-
-const handleLine = async (line) => {
-  if (!line.trim()) return
-  let msg
-  try {
-    msg = JSON.parse(line)
-  } catch (err) {
-    console.error(`yclient: invalid JSON request: ${line.slice(0, 200)}`)
-    reply({ id: null, ok: false, error: `invalid JSON: ${err.message}` })
-    return
-  }
-  const id = msg?.id ?? null
-  try {
-    const handler = Object.hasOwn(commands, msg?.cmd) ? commands[msg.cmd] : null
-    if (!handler) fail(`unknown command ${describe(msg?.cmd)}`)
-    const result = await handler(msg)
-    reply({ ...result, id, ok: true })
-  } catch (err) {
-    if (!(err instanceof CommandError)) console.error(`yclient: command ${describe(msg?.cmd)} (id ${id}) failed:`, err)
-    reply({ id, ok: false, error: err?.message ?? String(err) })
-  }
-}
-
-const shutdown = () => {
+serve('yclient', commands, () => {
   for (const client of clients.values()) {
     try {
       client.provider.destroy()
@@ -717,15 +599,4 @@ const shutdown = () => {
       raw.ws.terminate()
     } catch {}
   }
-  // Give the close frames a moment to leave, then exit.
-  setTimeout(() => process.exit(0), 100).unref()
-}
-
-process.on('uncaughtException', (err) => console.error('yclient: uncaught exception:', err))
-process.on('unhandledRejection', (err) => console.error('yclient: unhandled rejection:', err))
-
-const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity })
-rl.on('line', (line) => {
-  handleLine(line)
 })
-rl.on('close', shutdown)

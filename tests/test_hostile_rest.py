@@ -18,7 +18,7 @@ import pytest
 from .conftest import token
 from .server import ServerProcess
 
-HEALTH_BUDGET_S = 0.050
+HEALTH_BUDGET_S = 0.100  # a hostile request may stall /health this long (2 busy cores)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ async def test_the_largest_patch_allowed_is_applied_while_health_keeps_answering
     # 1,000 operations are ~15 ms of planning and ~15 ms of writing on the event loop
     # (measured): with the request around them /health sees 40-100 ms on 2 busy cores (the
     # tail of that reached 124 ms now and then, on commits before and after 2026-12-04).
-    assert slowest < 3 * HEALTH_BUDGET_S, f"/health took {slowest * 1000:.0f} ms"
+    assert slowest < 1.5 * HEALTH_BUDGET_S, f"/health took {slowest * 1000:.0f} ms"
 
 
 def test_patch_cost_is_linear_in_its_operations(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 SEEN_REMOTE_LIMIT = 10_000
 LIVE_BATCH = 256  # live updates of another replica applied in one transaction, at most
-LIVE_QUEUED = 1024  # live updates queued in a room before the fan-out reader waits for it
 NOTICE_WAIT_SECONDS = 1.0  # how long a read waits for the version of a change seen live
 CHANGE_ID_BYTES = 32
 CATCH_UP_LIMIT = 100_000
@@ -74,7 +73,6 @@ class _Remote:
     # Live updates queued in the room, not applied yet: the next ones join them (up to
     # LIVE_BATCH) and all are applied in one transaction.
     batch: list[FanoutMessage] | None = None
-    queued: int = 0  # live updates posted to the room and not applied yet
 
 
 @dataclass(slots=True)
@@ -235,14 +233,10 @@ class Replication:
             batch = remote.batch
             if batch is not None and len(batch) < LIVE_BATCH:
                 batch.append(message)  # applied with those queued before it, in order
-                remote.queued += 1
                 return
             # Queued, never run at once: the next messages the fan-out has already read join
             # it before the room gets to it. A full inbox makes the reader wait.
-            if remote.queued >= LIVE_QUEUED and not room.closed:  # that far behind: wait
-                await room.call(_nothing)
             remote.batch = batch = [message]
-            remote.queued += 1
             if not room.post(_apply_live, remote, batch):
                 await room.submit(_apply_live, remote, batch)
         elif message.kind == FanoutKind.BARRIER:
@@ -387,7 +381,6 @@ def _apply_live(remote: _Remote, batch: list[FanoutMessage]) -> None:
     transactions of up to LIVE_BATCH updates, not one by one)."""
     if remote.batch is batch:
         remote.batch = None  # what comes next starts another batch
-    remote.queued -= len(batch)
     updates = []
     now = time.monotonic()
     for message in batch:
@@ -433,7 +426,3 @@ def _merged(requests: list[_Request]) -> list[_Request]:
 def _check_numbered(remote: _Remote) -> None:
     if not remote.unnumbered:
         remote.numbered.set()
-
-
-def _nothing() -> None:
-    """Run in a room: returns once everything queued before it has run."""

@@ -42,6 +42,10 @@ RUNS = int(os.environ.get("CRDT_STATE_JOIN_RUNS", "1"))
 UPDATES = int(os.environ.get("CRDT_STATE_JOIN_UPDATES", "20000"))
 JOINERS = 20
 SYNC_WITHIN = 10.0  # seconds for every joiner to sync
+# Two bursts back to back, the second replica loading the room mid-burst, 20 joiners each time,
+# on 2 cores shared with PostgreSQL, Redis and Node: the defect this guards against took 10 to
+# 30 s and more, or never ended; a slow CI machine took over 10 s for a sound one (2026-12-04).
+SYNC_AFTER_BURSTS_WITHIN = 20.0
 SLOW_COMMITS = {"CRDT_STATE_COMMIT_WINDOW_MS": "3000"}  # the log lags what the replica applied
 
 Start = Callable[..., list[ServerProcess]]
@@ -103,7 +107,12 @@ async def burst_applied(node: YjsClients, writer: str, watcher: YjsClient, mark:
 
 
 async def join_all(
-    node: YjsClients, servers: list[ServerProcess], ws: str, panel: str, params: dict[str, str]
+    node: YjsClients,
+    servers: list[ServerProcess],
+    ws: str,
+    panel: str,
+    params: dict[str, str],
+    within: float = SYNC_WITHIN,
 ) -> list[tuple[int | None, float]]:
     """JOINERS clients at once, split over `servers`: (keys at sync, seconds to sync) each."""
 
@@ -114,7 +123,7 @@ async def join_all(
             servers[n % len(servers)].yjs_url(ws),
             panel,
             params=params,
-            within=SYNC_WITHIN,
+            within=within,
         )
         return client.keys_at_sync, time.monotonic() - started
 
@@ -195,12 +204,14 @@ async def test_joins_right_after_bursts_on_one_room_finish_their_sync(
         for mark in (1, 2):
             await node.burst("writer", UPDATES, prefix=f"b{mark}k")
             await node.set("writer", ["$computed", "burst"], mark)
-            rounds.append(await join_all(node, replicas, ws, panel, params))
+            rounds.append(
+                await join_all(node, replicas, ws, panel, params, SYNC_AFTER_BURSTS_WITHIN)
+            )
             for n in range(JOINERS):
                 await node.destroy(f"joiner{n}")
             await watcher.wait_for(["$computed", "burst"], mark, within=120)
     took = [[round(seconds, 1) for _, seconds in joined] for joined in rounds]
-    assert max(max(seconds) for seconds in took) < SYNC_WITHIN, f"seconds to sync: {took}"
+    assert max(max(seconds) for seconds in took) < SYNC_AFTER_BURSTS_WITHIN, f"seconds: {took}"
     keys = [count or 0 for count, _ in rounds[1]]  # the first burst was applied before
     assert min(keys) >= UPDATES, f"keys at sync: {keys}"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +52,14 @@ _KIND_CODES = {
 }
 _KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _MAX_ORIGIN_BYTES = 255  # the origin's length is one byte
+# Consecutive updates of one panel and origin in one publishing round trip travel as one
+# frame: a run of (4-byte big-endian length, update payload). A burst of 20,000 updates was
+# 20,000 messages that every replica holding the panel, its sender included (Pub/Sub echoes),
+# read one by one, and a join barrier's question and answer queued behind them for seconds.
+_PACKED_CODE = 6
+PACK_UPDATES = 256  # updates per packed frame at most
+PACK_BYTES = 512 * 1024  # payload bytes per packed frame at most (a larger update goes alone)
+_LENGTH = struct.Struct(">I")
 
 BACKOFF_FIRST_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 2.0
@@ -99,6 +108,35 @@ def encode_frame(message: FanoutMessage) -> bytes:
     if len(origin) > _MAX_ORIGIN_BYTES:
         raise ValueError(f"origin longer than {_MAX_ORIGIN_BYTES} bytes: {message.origin!r}")
     return bytes((_KIND_CODES[message.kind], len(origin))) + origin + message.payload
+
+
+def encode_packed(origin: str, payloads: Sequence[bytes]) -> bytes:
+    """Several UPDATE payloads of one origin as one frame (decode_frames reads it back)."""
+    head = encode_frame(FanoutMessage(FanoutKind.UPDATE, b"", origin))
+    parts = [bytes((_PACKED_CODE,)) + head[1:]]
+    for payload in payloads:
+        parts += (_LENGTH.pack(len(payload)), payload)
+    return b"".join(parts)
+
+
+def decode_frames(frame: bytes) -> list[FanoutMessage]:
+    """The messages of a frame: one, or the updates of a packed frame; FrameError for
+    anything else (nothing of a malformed packed frame is delivered)."""
+    if not frame or frame[0] != _PACKED_CODE:
+        return [decode_frame(frame)]
+    head = decode_frame(bytes((_KIND_CODES[FanoutKind.UPDATE],)) + frame[1:])
+    body, origin = head.payload, head.origin
+    messages, at = [], 0
+    while at < len(body):
+        if at + _LENGTH.size > len(body):
+            raise FrameError("a packed frame ends inside a length")
+        (length,) = _LENGTH.unpack_from(body, at)
+        at += _LENGTH.size
+        if at + length > len(body):
+            raise FrameError(f"a packed update of {length} bytes overruns its frame")
+        messages.append(FanoutMessage(FanoutKind.UPDATE, body[at : at + length], origin))
+        at += length
+    return messages
 
 
 def decode_frame(frame: bytes) -> FanoutMessage:
@@ -286,13 +324,8 @@ class RedisFanout:
         if not batch:
             return
         pipe = self._publisher.pipeline(transaction=False)
-        for item in batch:
-            if isinstance(item, Notice):
-                channel = notice_channel(item.key.workspace_id)
-                pipe.publish(channel.encode(), orjson.dumps(item.to_json()))
-            else:
-                key, message = item
-                pipe.publish(live_channel(key).encode(), encode_frame(message))
+        for channel, frame in _frames(batch):
+            pipe.publish(channel, frame)
         try:
             await _guarded(pipe.execute())
         except _TRANSPORT_ERRORS as exc:
@@ -555,21 +588,23 @@ class RedisFanout:
         if not subscribers:
             return  # a message in flight when the channel was unsubscribed
         try:
-            payload = self._decode(channel, data)
+            payloads = self._decode(channel, data)
         except FrameError as exc:
             self.dropped += 1
             log.warning("dropped a malformed message on %r: %s", channel, exc)
             return
-        for subscription in list(subscribers):
-            if subscription.active:
-                await _call(subscription.callback, payload)
+        for payload in payloads:
+            for subscription in list(subscribers):
+                if subscription.active:
+                    await _call(subscription.callback, payload)
 
-    def _decode(self, channel: bytes, data: bytes) -> FanoutMessage | Notice:
+    def _decode(self, channel: bytes, data: bytes) -> list[FanoutMessage] | list[Notice]:
         if channel.startswith(LIVE_PREFIX.encode()):
-            message = decode_frame(data)
-            self._heard(message.origin)
-            return message
-        return decode_notice(data)
+            messages = decode_frames(data)
+            if messages:
+                self._heard(messages[0].origin)
+            return messages
+        return [decode_notice(data)]
 
     # -- lost replicas ----------------------------------------------------------------------
 
@@ -598,6 +633,49 @@ class RedisFanout:
         for replica_id in lost:
             del self._last_heard[replica_id]  # reported once; heard again, tracked anew
         return lost
+
+
+def _frames(batch: Sequence[Outgoing]) -> list[tuple[bytes, bytes]]:
+    """(channel, frame) to publish, in order; consecutive updates of one panel and origin
+    packed together (at most PACK_UPDATES, PACK_BYTES)."""
+    frames: list[tuple[bytes, bytes]] = []
+    run: list[bytes] = []  # payloads of the updates being packed
+    run_channel, run_origin, run_bytes = b"", "", 0
+
+    def close_run() -> None:
+        if len(run) == 1:
+            message = FanoutMessage(FanoutKind.UPDATE, run[0], run_origin)
+            frames.append((run_channel, encode_frame(message)))
+        elif run:
+            frames.append((run_channel, encode_packed(run_origin, run)))
+        run.clear()
+
+    for item in batch:
+        if isinstance(item, Notice):
+            close_run()
+            channel = notice_channel(item.key.workspace_id).encode()
+            frames.append((channel, orjson.dumps(item.to_json())))
+            continue
+        key, message = item
+        channel = live_channel(key).encode()
+        if message.kind != FanoutKind.UPDATE:
+            close_run()
+            frames.append((channel, encode_frame(message)))
+            continue
+        size = len(message.payload)
+        if run and (
+            channel != run_channel
+            or message.origin != run_origin
+            or len(run) >= PACK_UPDATES
+            or run_bytes + size > PACK_BYTES
+        ):
+            close_run()
+        if not run:
+            run_channel, run_origin, run_bytes = channel, message.origin, 0
+        run.append(message.payload)
+        run_bytes += size
+    close_run()
+    return frames
 
 
 def _parse_entry(key: PanelKey, raw: bytes | str) -> CacheEntry | None:

@@ -6,6 +6,10 @@ leaves a consistent state. When nothing is queued, work runs at once in the call
 (same order, no hop, no task switch); otherwise the actor's task runs it behind what is
 queued, giving the event loop a turn every SLICE_SECONDS of it. A full inbox makes `submit`
 and `call` wait: a flood slows its source down instead of growing memory.
+
+`call_first` and `post_first` run work ahead of the inbox, for a step that needs no order
+with what is queued (it only reads the state, or adds whole updates that commute with the
+rest): a join must not wait for another replica's backlog to learn what that replica has.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,12 +39,17 @@ class Actor:
         self.closed = False
         self.last_used = time.monotonic()
         self.inbox: asyncio.Queue[Work] = asyncio.Queue(inbox_size)
+        # Work run ahead of the inbox (call_first, post_first); only ever non-empty while the
+        # inbox is not, so the task is awake to take it.
+        self._first: deque[Work] = deque()
         self._task = asyncio.create_task(self._run(), name=name)
 
     async def _run(self) -> None:
         turn_ends = 0.0
         while True:
-            if self.inbox.empty():
+            if self._first:
+                work = self._first.popleft()
+            elif self.inbox.empty():
                 work = await self.inbox.get()  # waiting: the loop had its turn
                 turn_ends = time.monotonic() + SLICE_SECONDS
             else:
@@ -97,6 +107,26 @@ class Actor:
             self._execute(fn, args, future)
         else:
             await self.inbox.put((fn, args, future))
+        return await future
+
+    def post_first(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run `fn(*args)` now when nothing is queued, else ahead of what is (see above);
+        False when the actor is closed."""
+        if self.closed:
+            return False
+        if self.inbox.empty():
+            self._execute(fn, args, None)
+        else:
+            self._first.append((fn, args, None))
+        return True
+
+    async def call_first(self, fn: Callable[..., T], *args: Any) -> T:
+        """`call`, but ahead of what is queued (see above)."""
+        if self.closed or self.inbox.empty():
+            return await self.call(fn, *args)
+        self.last_used = time.monotonic()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._first.append((fn, args, future))
         return await future
 
     async def finish(self) -> None:

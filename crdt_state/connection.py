@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, MutableMapping
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocketState
 
+from .actor import SLICE_SECONDS
 from .auth import Principal
 from .status import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 
@@ -43,6 +45,7 @@ class Connection:
         "_close",
         "_queue",
         "_queued_bytes",
+        "_turn_ends",
         "_write_now",
         "_writer",
         "can_write",
@@ -75,6 +78,7 @@ class Connection:
         # Frames written straight to the transport when the socket can (asgi_socket.py).
         self._write_now: Callable[[bytes], bool] | None = getattr(websocket, "write_now", None)
         self.sent_messages = 0
+        self._turn_ends = 0.0  # see receive
         # Sync step 1s sent that the client has not answered (with a step 2) yet, and who
         # waits for the answers (the server stopping: ask()).
         self.unanswered = 0
@@ -194,6 +198,13 @@ class Connection:
             writer.cancel()
 
     async def receive(self) -> MutableMapping[str, Any]:
+        """The next message. A client whose messages are already read returns at once, and
+        its room runs them at once when idle: without a turn for the loop every SLICE_SECONDS,
+        one client's burst held a replica's other work (the fan-out reader with a join
+        barrier's question, say) for seconds."""
+        if time.monotonic() >= self._turn_ends:
+            await asyncio.sleep(0)
+            self._turn_ends = time.monotonic() + SLICE_SECONDS
         return await self.websocket.receive()
 
 

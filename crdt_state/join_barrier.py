@@ -3,10 +3,13 @@ send what this replica's room lacks.
 
 A replica about to answer a join publishes a barrier on the panel's live channel: a fresh id
 and its room's state vector. Every other replica holding the room answers in its room actor,
-behind everything already in its inbox: the update this room lacks (`encode_state_as_update`
-of the vector), under the barrier's id, in parts of at most ANSWER_PART_BYTES (one wire
-message each). The transport says how many replicas received the barrier (Redis: PUBLISH's
-count), so the asker knows how many answers to wait for: all of them, or BARRIER_SECONDS.
+ahead of whatever waits in its inbox (`post_first`): the update this room lacks of everything
+it has applied (`encode_state_as_update` of the vector), under the barrier's id, in parts of
+at most ANSWER_PART_BYTES (one wire message each). The transport says how many replicas
+received the barrier (Redis: PUBLISH's count), so the asker knows how many answers to wait
+for: all of them, or BARRIER_SECONDS. Neither side waits for its room's backlog: what a
+replica has queued and not applied is not "applied before the join began", and reaches the
+joiner live once applied (the joiner is in the room by then).
 
 Joins that arrive together share runs (`Coalesced`): one barrier at a time per room, and every
 join is served by a barrier published after it began.
@@ -97,7 +100,7 @@ class JoinBarriers:
         them answered within BARRIER_SECONDS, each answer applied to the room."""
         if not self.fanout.may_reach_others(room.key):  # one process: nobody else holds it
             return False
-        vector = await room.call(room.state_vector)
+        vector = await room.call_first(room.state_vector)
         with self._opened() as barrier:
             question = FanoutMessage(
                 FanoutKind.BARRIER, pack_barrier(barrier.id, vector), self.replica_id
@@ -113,7 +116,7 @@ class JoinBarriers:
                 except TimeoutError:
                     log.info("room %s: a replica holding it did not answer a join", room.key)
                     return False
-                await room.call(_apply_answer, room, update)
+                await room.call_first(_apply_answer, room, update)
         return holders > 0
 
     async def _publish(self, room: Room, question: FanoutMessage) -> int | None:
@@ -131,8 +134,8 @@ class JoinBarriers:
         return None
 
     def answer(self, room: Room, message: FanoutMessage) -> None:
-        """In the room, behind what its inbox held: another replica is about to answer a join;
-        send it what its room lacks (in parts: each wire message stays bounded)."""
+        """In the room, ahead of its inbox: another replica is about to answer a join; send it
+        what its room lacks (in parts: each wire message stays bounded)."""
         try:
             barrier_id, vector = unpack_barrier(message.payload)
             update = room.encode_missing(vector)

@@ -240,7 +240,7 @@ class Replication:
             if not room.post(_apply_live, remote, batch):
                 await room.submit(_apply_live, remote, batch)
         elif message.kind == FanoutKind.BARRIER:
-            await room.submit(self.joins.answer, room, message)
+            room.post_first(self.joins.answer, room, message)
         elif message.kind == FanoutKind.BARRIER_ANSWER:
             self.joins.receive(message.origin, message.payload)
         elif message.kind == FanoutKind.DELETED:

@@ -97,3 +97,39 @@ async def test_a_send_stuck_for_good_is_abandoned_when_the_connection_ends() -> 
     await asyncio.sleep(0)  # let the cancelled writer unwind
     assert socket.waiting_sends == 0  # the held-up send was closed, not left pending
     assert socket.sent == []
+
+
+class ReadySocket(Socket):
+    """A socket whose client's messages are all read already: receive returns at once."""
+
+    async def receive(self) -> dict[str, Any]:
+        return {"type": "websocket.receive", "bytes": b"update"}
+
+
+async def test_a_client_whose_messages_are_all_read_lets_the_loop_turn() -> None:
+    """A burst already read from the socket is handled message by message without the read
+    ever waiting; the connection gives the loop a turn every SLICE_SECONDS of it, so the
+    process's other work (another socket, the fan-out reader, a timer) goes on meanwhile."""
+    conn = connection(ReadySocket())
+    turns = 0
+    flooding = True
+
+    async def other_work() -> None:
+        nonlocal turns
+        while flooding:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    started = turns
+    deadline = asyncio.get_running_loop().time() + 0.2
+    while asyncio.get_running_loop().time() < deadline:  # 200 ms of work, message by message
+        await conn.receive()
+        end = asyncio.get_running_loop().time() + 0.0005  # what handling one update costs
+        while asyncio.get_running_loop().time() < end:
+            pass
+    during = turns - started
+    flooding = False
+    await other
+    assert during >= 10, f"the rest of the process got {during} turns in 200 ms of a burst"

@@ -22,11 +22,15 @@ import pytest
 from redis.asyncio import Redis
 
 from adapters.redis import (
+    PACK_BYTES,
+    PACK_UPDATES,
     RedisFanout,
     RedisStateCache,
     cache_key,
     decode_frame,
+    decode_frames,
     encode_frame,
+    encode_packed,
     live_channel,
     notice_channel,
 )
@@ -153,6 +157,16 @@ def test_frame_round_trip() -> None:
         encode_frame(update(b"", "x" * 256))
 
 
+def test_packed_frames_round_trip_and_reject_overruns() -> None:
+    payloads = [b"", b"a", b"\x00" * 70_000, b"last"]
+    frame = encode_packed("réplica", payloads)
+    assert decode_frames(frame) == [update(p, "réplica") for p in payloads]
+    assert decode_frames(encode_frame(update(b"one", "r"))) == [update(b"one", "r")]
+    for cut in (len(frame) - 1, len(frame) - len(b"last") - 2):  # inside an update, a length
+        with pytest.raises(ValueError):
+            decode_frames(frame[:cut])
+
+
 # -- delivery ------------------------------------------------------------------------------
 
 
@@ -222,6 +236,41 @@ async def test_a_published_batch_arrives_in_order_on_both_streams(open_fanout: O
     await b.publish_all(batch)
     await eventually(lambda: len(arrived) == 100)
     assert arrived == [item if isinstance(item, Notice) else item[1] for item in batch]
+
+
+async def test_a_burst_travels_packed_and_arrives_whole_in_order(
+    open_fanout: Opener, admin: Redis
+) -> None:
+    """Consecutive updates of one panel and origin in one batch go as a few Redis messages
+    (at most PACK_UPDATES or PACK_BYTES each); a notice, another panel or another kind
+    between them ends a run. Subscribers see every update, in order, as if sent alone."""
+    a, b = await open_fanout(), await open_fanout()
+    workspace = unique("ws")
+    key, other = PanelKey(workspace, "p"), PanelKey(workspace, "q")
+    arrived: list[Any] = []
+    await a.subscribe(key, arrived.append)
+    await a.subscribe(other, arrived.append)
+    await a.subscribe_notices(workspace, arrived.append)
+    raw = admin.pubsub()  # what travels on the wire for `key`
+    await raw.subscribe(live_channel(key))
+    await raw.get_message(timeout=WAIT)  # the subscribe confirmation
+    big = b"\xee" * (PACK_BYTES // 2)
+    batch: list[Any] = [(key, update(struct.pack(">I", n), b.replica_id)) for n in range(600)]
+    batch += [(key, update(big + bytes([n]), b.replica_id)) for n in range(3)]  # 2 frames
+    batch += [notice(workspace, 1), (key, update(b"after notice", b.replica_id))]
+    batch += [(other, update(b"q", b.replica_id)), (key, update(b"back", b.replica_id))]
+    batch += [(key, FanoutMessage(FanoutKind.AWARENESS, b"aw", b.replica_id))]
+    batch += [(key, update(b"other origin", a.replica_id)), (key, update(b"z", b.replica_id))]
+    await b.publish_all(batch)
+    await eventually(lambda: len(arrived) == len(batch))
+    assert arrived == [item if isinstance(item, Notice) else item[1] for item in batch]
+    frames = []
+    while (message := await raw.get_message(timeout=1)) is not None:
+        frames.append(message["data"])
+    await raw.aclose()
+    # 600 small and 3 of half PACK_BYTES: 256, 256, 88 + the first big, then one per big
+    # one; then one frame each for the rest (each ends a run or is alone in its own).
+    assert [len(decode_frames(f)) for f in frames] == [PACK_UPDATES, 256, 89, 1, 1] + [1] * 5
 
 
 async def test_notice_channel_is_readable_by_outsiders(open_fanout: Opener, admin: Redis) -> None:

@@ -42,10 +42,6 @@ RUNS = int(os.environ.get("CRDT_STATE_JOIN_RUNS", "1"))
 UPDATES = int(os.environ.get("CRDT_STATE_JOIN_UPDATES", "20000"))
 JOINERS = 20
 SYNC_WITHIN = 10.0  # seconds for every joiner to sync
-# Two bursts back to back, the second replica loading the room mid-burst, 20 joiners each time,
-# on 2 cores shared with PostgreSQL, Redis and Node: the defect this guards against took 10 to
-# 30 s and more, or never ended; a slow CI machine took over 10 s for a sound one (2026-12-04).
-SYNC_AFTER_BURSTS_WITHIN = 20.0
 SLOW_COMMITS = {"CRDT_STATE_COMMIT_WINDOW_MS": "3000"}  # the log lags what the replica applied
 
 Start = Callable[..., list[ServerProcess]]
@@ -194,7 +190,11 @@ async def test_joins_right_after_bursts_on_one_room_finish_their_sync(
     replica they used to take 10 to 30 s and more the second time: the first burst had left
     that room's log watermark far behind, each joiner read the log again from there, ten such
     reads at once held the connection pool, and a read cancelled at the join's bound held its
-    connection until the query ended.)"""
+    connection until the query ended. Later, on a loaded machine, joins took 5 to 18 s and
+    one on the second replica was served a stale state, 1 run in 3: the first replica's loop
+    ran the writer's burst without a turn for its fan-out reader, so the join barrier's
+    question and answer queued behind thousands of messages and the join fell back to the
+    log. With one core kept busy they now sync in 0.2 to 5 s.)"""
     first = replicas[0]
     ws, panel, params = names()
     async with YjsClients() as node:
@@ -204,14 +204,12 @@ async def test_joins_right_after_bursts_on_one_room_finish_their_sync(
         for mark in (1, 2):
             await node.burst("writer", UPDATES, prefix=f"b{mark}k")
             await node.set("writer", ["$computed", "burst"], mark)
-            rounds.append(
-                await join_all(node, replicas, ws, panel, params, SYNC_AFTER_BURSTS_WITHIN)
-            )
+            rounds.append(await join_all(node, replicas, ws, panel, params))
             for n in range(JOINERS):
                 await node.destroy(f"joiner{n}")
             await watcher.wait_for(["$computed", "burst"], mark, within=120)
     took = [[round(seconds, 1) for _, seconds in joined] for joined in rounds]
-    assert max(max(seconds) for seconds in took) < SYNC_AFTER_BURSTS_WITHIN, f"seconds: {took}"
+    assert max(max(seconds) for seconds in took) < SYNC_WITHIN, f"seconds: {took}"
     keys = [count or 0 for count, _ in rounds[1]]  # the first burst was applied before
     assert min(keys) >= UPDATES, f"keys at sync: {keys}"
 

@@ -25,6 +25,10 @@ from .status import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 
 log = logging.getLogger(__name__)
 
+# A receive that took this long waited for the client (others had the loop meanwhile); one
+# quicker returned a message read already, and the turn of the loop goes on.
+WAITED_SECONDS = 0.001
+
 
 class FrameSocket(Protocol):
     """What a connection needs of its WebSocket (Starlette's, or the Yjs face's bare one)."""
@@ -201,11 +205,18 @@ class Connection:
         """The next message. A client whose messages are already read returns at once, and
         its room runs them at once when idle: without a turn for the loop every SLICE_SECONDS,
         one client's burst held a replica's other work (the fan-out reader with a join
-        barrier's question, say) for seconds."""
-        if time.monotonic() >= self._turn_ends:
+        barrier's question, say) for seconds. A client that sends now and then costs no
+        extra turn: its receives wait."""
+        asked = time.monotonic()
+        if asked >= self._turn_ends:
             await asyncio.sleep(0)
-            self._turn_ends = time.monotonic() + SLICE_SECONDS
-        return await self.websocket.receive()
+            asked = time.monotonic()
+            self._turn_ends = asked + SLICE_SECONDS
+        message = await self.websocket.receive()
+        now = time.monotonic()
+        if now - asked > WAITED_SECONDS:  # it waited for the client: the loop had its turns
+            self._turn_ends = now + SLICE_SECONDS
+        return message
 
 
 async def _resume(step: Coroutine[Any, Any, None], waiting: Any) -> None:

@@ -36,6 +36,7 @@ UVICORN_WS = "websockets-sansio"
 # What the direct path reads of uvicorn's protocol object and of its `websockets` connection.
 _PROTOCOL_ATTRIBUTES = ("conn", "transport", "writable", "close_sent", "handshake_complete")
 _CONNECTION_ATTRIBUTES = ("extensions", "expect_continuation_frame", "state", "debug")
+_CHECKED: dict[type, bool] = {}  # protocol classes: whether the direct path can use them
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -71,15 +72,19 @@ def _direct_protocol(send: Send) -> Any:
     """uvicorn's protocol object behind `send` when it is the sans-I/O `websockets` one with
     what the direct path reads; None otherwise (every frame then goes through ASGI)."""
     protocol = getattr(send, "__self__", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol":
+    kind = type(protocol)
+    if kind in _CHECKED:  # checked on its first connection (uvicorn sets them all in __init__)
+        return protocol if _CHECKED[kind] else None
+    if kind.__name__ != "WebSocketsSansIOProtocol":
         return None
     conn = getattr(protocol, "conn", None)
-    if not all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES) or not all(
+    usable = all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES) and all(
         hasattr(conn, name) for name in _CONNECTION_ATTRIBUTES
-    ):
+    )
+    if not usable:
         log.warning("uvicorn's WebSocket protocol changed: frames go through ASGI")
-        return None
-    return protocol
+    _CHECKED[kind] = usable
+    return protocol if usable else None
 
 
 class AsgiSocket:

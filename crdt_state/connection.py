@@ -75,7 +75,8 @@ class Connection:
         self.can_write = can_write
         self.max_queue_messages = max_queue_messages
         self.max_queue_bytes = max_queue_bytes
-        self._queue: deque[bytes] = deque()
+        # Made when a send is first held up: an empty deque is 624 bytes per idle client.
+        self._queue: deque[bytes] | None = None
         self._queued_bytes = 0
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None  # only while a send is held up
@@ -114,14 +115,17 @@ class Connection:
         if self._writer is None:
             self._send_now(data)
             return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
         if (
-            len(self._queue) >= self.max_queue_messages
+            len(queue) >= self.max_queue_messages
             or self._queued_bytes + len(data) > self.max_queue_bytes
         ):
             log.warning("closing a slow client of %s: send queue full", self.subject)
             self.close(CLOSE_TRY_AGAIN, "send queue full: client too slow")
             return
-        self._queue.append(data)
+        queue.append(data)
         self._queued_bytes += len(data)
 
     def _send_now(self, data: bytes) -> None:
@@ -151,6 +155,8 @@ class Connection:
             await _resume(step, waiting)
             while self._queue and self._close is None:
                 data = self._queue.popleft()
+                if not self._queue:
+                    self._queue = None  # caught up: an idle client holds no deque
                 self._queued_bytes -= len(data)
                 await ws.send_bytes(data)
                 self.sent_messages += 1
@@ -188,7 +194,7 @@ class Connection:
             self._answered.set_result(None)  # no answer will come
         if self._close is None:
             self._close = (code, reason[:120])
-            self._queue.clear()
+            self._queue = None
             self._queued_bytes = 0
             if self._writer is None:
                 self._writer = asyncio.create_task(self._write_on(_nothing(), None))

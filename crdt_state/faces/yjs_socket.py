@@ -11,7 +11,7 @@ import logging
 
 from .. import log_format
 from ..asgi_socket import AsgiSocket
-from ..auth import Role, origin_allowed, websocket_token
+from ..auth import Principal, Role, origin_allowed, websocket_token
 from ..connection import Connection
 from ..errors import StateError
 from ..metrics import INPUT_CLOSES
@@ -55,37 +55,11 @@ async def _refuse(
 
 
 async def yjs_socket(websocket: AsgiSocket, context: Context) -> None:
-    settings = context.settings
-    workspace = websocket.path_params["workspace"]
-    # Every line this client causes names it and its panel (crdt_state/log_format.py).
-    log_format.bind_connection(workspace, websocket.path_params["panel"])
-    key = PanelKey(workspace, websocket.path_params["panel"])
-    try:
-        key.check()
-    except ValueError as exc:
-        return await _refuse(context, websocket, None, CLOSE_BAD_MESSAGE, str(exc))
-    headers = websocket.headers
-    if not origin_allowed(headers.get("origin"), context.allowed_origins, headers.get("host")):
-        context.metrics.refuse_close("yjs", CLOSE_FORBIDDEN)
-        await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets a 403
+    admitted = await _admit(websocket, context)
+    if admitted is None:
         return
-    token, subprotocol = websocket_token(
-        websocket.query_params.get("token"), websocket.scope.get("subprotocols", [])
-    )
-    try:
-        await context.auth.prepare(token)
-        principal = context.auth.authenticate(token)
-        role = context.auth.authorize(principal, workspace, Role.READ)
-        can_write = role >= Role.WRITE
-        room = await context.registry.open(key, create=can_write, subject=principal.subject)
-    except StateError as exc:
-        return await _refuse(context, websocket, subprotocol, close_code(exc), exc.message)
-    epoch = websocket.query_params.get("epoch")
-    if epoch and epoch != room.epoch:
-        return await _refuse(
-            context, websocket, subprotocol, CLOSE_STALE_EPOCH, "stale epoch: drop the local copy"
-        )
-    await websocket.accept(subprotocol=subprotocol)
+    room, principal, can_write = admitted
+    settings = context.settings
     conn = Connection(
         websocket,
         principal,
@@ -103,7 +77,7 @@ async def yjs_socket(websocket: AsgiSocket, context: Context) -> None:
         try:
             await context.registry.replication.current(room, JOIN_CATCH_UP_SECONDS)
         except Exception as exc:  # the log or the fan-out is slow or down: serve the room's
-            log.warning("room %s: join not caught up (%r)", key, exc)
+            log.warning("room %s: join not caught up (%r)", room.key, exc)
         await room.call(session.join)
         await _read_frames(session, room, settings.max_message_bytes, limits)
     finally:
@@ -114,6 +88,46 @@ async def yjs_socket(websocket: AsgiSocket, context: Context) -> None:
         if not room.closed:
             await room.submit(session.leave)
         await conn.finish(5 if conn.closing else 0)
+
+
+async def _admit(websocket: AsgiSocket, context: Context) -> tuple[Room, Principal, bool] | None:
+    """The handshake: the panel, origin, token, role, room and epoch checked, the socket
+    accepted; (room, principal, can write), or None once refused. What it reads (headers,
+    the token) ends with it, not kept for the socket's life in the caller's frame."""
+    workspace = websocket.path_params["workspace"]
+    # Every line this client causes names it and its panel (crdt_state/log_format.py).
+    log_format.bind_connection(workspace, websocket.path_params["panel"])
+    key = PanelKey(workspace, websocket.path_params["panel"])
+    try:
+        key.check()
+    except ValueError as exc:
+        await _refuse(context, websocket, None, CLOSE_BAD_MESSAGE, str(exc))
+        return None
+    headers = websocket.headers
+    if not origin_allowed(headers.get("origin"), context.allowed_origins, headers.get("host")):
+        context.metrics.refuse_close("yjs", CLOSE_FORBIDDEN)
+        await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake gets a 403
+        return None
+    token, subprotocol = websocket_token(
+        websocket.query_params.get("token"), websocket.scope.get("subprotocols", [])
+    )
+    try:
+        await context.auth.prepare(token)
+        principal = context.auth.authenticate(token)
+        role = context.auth.authorize(principal, workspace, Role.READ)
+        can_write = role >= Role.WRITE
+        room = await context.registry.open(key, create=can_write, subject=principal.subject)
+    except StateError as exc:
+        await _refuse(context, websocket, subprotocol, close_code(exc), exc.message)
+        return None
+    epoch = websocket.query_params.get("epoch")
+    if epoch and epoch != room.epoch:
+        await _refuse(
+            context, websocket, subprotocol, CLOSE_STALE_EPOCH, "stale epoch: drop the local copy"
+        )
+        return None
+    await websocket.accept(subprotocol=subprotocol)
+    return room, principal, can_write
 
 
 async def _read_frames(

@@ -16,7 +16,7 @@ INSPECTOR_BUILT := crdt_state/inspector_dist/index.html
 INSPECTOR_SOURCES := $(INSPECTOR)/index.html $(INSPECTOR)/vite.config.ts $(INSPECTOR)/tsconfig.json \
 	$(wildcard $(INSPECTOR)/src/*)
 
-.PHONY: run test lint typecheck install bench bench-compare bench-hocuspocus bench-context clean fuzz chart-test chaos
+.PHONY: run test lint typecheck install bytecode bench bench-compare bench-hocuspocus bench-context clean fuzz chart-test chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,9 +42,15 @@ $(INSPECTOR_JS_STAMP): $(INSPECTOR)/package.json $(INSPECTOR)/package-lock.json
 $(INSPECTOR_BUILT): $(INSPECTOR_JS_STAMP) $(INSPECTOR_SOURCES)
 	npm run --prefix $(INSPECTOR) --silent build
 
-install: $(STAMP) $(JS_STAMP) $(INSPECTOR_BUILT)
+install: $(STAMP) $(JS_STAMP) $(INSPECTOR_BUILT) bytecode
 
-run: $(STAMP)
+# The server's modules compiled ahead of its start: where PYTHONDONTWRITEBYTECODE=1 is set
+# (CI, containers), every start compiled them all again (importing the server: 0.57 s median
+# against 0.29 s). Files already compiled are skipped; a stale .pyc is never used.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q crdt_state adapters migrations
+
+run: $(STAMP) bytecode
 	$(BIN)/crdt-state serve --dev
 
 test: install $(DEPLOY_STAMP)
@@ -75,7 +81,7 @@ chart-test: $(DEPLOY_STAMP)
 # killed mid-run"): every delivery made and every panel converged in every run. ~20 s a run;
 # `make test` runs it once.
 CHAOS_RUNS ?= 20
-chaos: $(STAMP) $(JS_STAMP)
+chaos: $(STAMP) $(JS_STAMP) bytecode
 	CRDT_STATE_CHAOS_RUNS=$(CHAOS_RUNS) $(BIN)/pytest -q -p no:cacheprovider tests/test_chaos.py
 
 lint: $(STAMP)
@@ -95,7 +101,7 @@ $(BENCH_JS_STAMP): $(BENCH_JS)/package.json $(BENCH_JS)/package-lock.json
 # Benchmarks (docs/BENCHMARKS.md). Each installs its own tools (the load generator in bench/js;
 # reference servers and py-spy into .bench/): `make bench` ~15 min, `make bench-compare` ~18 min
 # on 2 cores.
-bench: $(STAMP) $(BENCH_JS_STAMP)
+bench: $(STAMP) $(BENCH_JS_STAMP) bytecode
 	$(BIN)/python -m bench.run ours
 	$(BIN)/python -m bench.report
 	$(BIN)/python -m bench.bench_store > bench/results/store.json
@@ -111,13 +117,13 @@ bench: $(STAMP) $(BENCH_JS_STAMP)
 bench-context: $(STAMP)
 	$(BIN)/python -m bench.context_latency --table > bench/results/context.json
 
-bench-compare: $(STAMP) $(BENCH_JS_STAMP)
+bench-compare: $(STAMP) $(BENCH_JS_STAMP) bytecode
 	$(BIN)/python -m bench.run compare
 	$(BIN)/python -m bench.report
 
 # Many panels over one socket alone (docs/PROTOCOL.md, "/ws/hocuspocus"): memory per panel
 # subscription on a shared socket and with a socket per panel, and fan-out, on ours (both
 # endpoints) and Hocuspocus with the same provider; bench and bench-compare include it. ~5 min.
-bench-hocuspocus: $(STAMP) $(BENCH_JS_STAMP)
+bench-hocuspocus: $(STAMP) $(BENCH_JS_STAMP) bytecode
 	$(BIN)/python -m bench.run hocuspocus
 	$(BIN)/python -m bench.report

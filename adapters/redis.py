@@ -102,18 +102,34 @@ def cache_key(key: PanelKey) -> str:
     return f"{CACHE_PREFIX}{key.workspace_id}:{key.panel_id}"
 
 
+def _head(code: int, origin: str) -> bytes:
+    raw = origin.encode()
+    if len(raw) > _MAX_ORIGIN_BYTES:
+        raise ValueError(f"origin longer than {_MAX_ORIGIN_BYTES} bytes: {origin!r}")
+    return bytes((code, len(raw))) + raw
+
+
+def _origin(frame: bytes) -> tuple[str, int]:
+    """A frame's origin and where its payload starts; FrameError when they do not fit."""
+    if len(frame) < 2:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than its header")
+    end = 2 + frame[1]
+    if end > len(frame):
+        raise FrameError(f"origin of {frame[1]} bytes overruns a {len(frame)}-byte frame")
+    try:
+        return frame[2:end].decode(), end
+    except UnicodeDecodeError as exc:
+        raise FrameError("origin is not UTF-8") from exc
+
+
 def encode_frame(message: FanoutMessage) -> bytes:
     """1 byte kind, 1 byte origin length, the origin (UTF-8), then the payload."""
-    origin = message.origin.encode()
-    if len(origin) > _MAX_ORIGIN_BYTES:
-        raise ValueError(f"origin longer than {_MAX_ORIGIN_BYTES} bytes: {message.origin!r}")
-    return bytes((_KIND_CODES[message.kind], len(origin))) + origin + message.payload
+    return _head(_KIND_CODES[message.kind], message.origin) + message.payload
 
 
 def encode_packed(origin: str, payloads: Sequence[bytes]) -> bytes:
     """Several UPDATE payloads of one origin as one frame (decode_frames reads it back)."""
-    head = encode_frame(FanoutMessage(FanoutKind.UPDATE, b"", origin))
-    parts = [bytes((_PACKED_CODE,)) + head[1:]]
+    parts = [_head(_PACKED_CODE, origin)]
     for payload in payloads:
         parts += (_LENGTH.pack(len(payload)), payload)
     return b"".join(parts)
@@ -124,35 +140,27 @@ def decode_frames(frame: bytes) -> list[FanoutMessage]:
     anything else (nothing of a malformed packed frame is delivered)."""
     if not frame or frame[0] != _PACKED_CODE:
         return [decode_frame(frame)]
-    head = decode_frame(bytes((_KIND_CODES[FanoutKind.UPDATE],)) + frame[1:])
-    body, origin = head.payload, head.origin
-    messages, at = [], 0
-    while at < len(body):
-        if at + _LENGTH.size > len(body):
+    origin, at = _origin(frame)
+    messages = []
+    while at < len(frame):
+        if at + _LENGTH.size > len(frame):
             raise FrameError("a packed frame ends inside a length")
-        (length,) = _LENGTH.unpack_from(body, at)
+        (length,) = _LENGTH.unpack_from(frame, at)
         at += _LENGTH.size
-        if at + length > len(body):
+        if at + length > len(frame):
             raise FrameError(f"a packed update of {length} bytes overruns its frame")
-        messages.append(FanoutMessage(FanoutKind.UPDATE, body[at : at + length], origin))
+        messages.append(FanoutMessage(FanoutKind.UPDATE, frame[at : at + length], origin))
         at += length
     return messages
 
 
 def decode_frame(frame: bytes) -> FanoutMessage:
     """The inverse of encode_frame; FrameError for anything else."""
-    if len(frame) < 2:
-        raise FrameError(f"frame of {len(frame)} bytes is shorter than its header")
-    kind = _KINDS.get(frame[0])
+    kind = _KINDS.get(frame[0]) if frame else None
     if kind is None:
+        _origin(frame)  # a short frame is reported as such
         raise FrameError(f"unknown frame kind {frame[0]}")
-    end = 2 + frame[1]
-    if end > len(frame):
-        raise FrameError(f"origin of {frame[1]} bytes overruns a {len(frame)}-byte frame")
-    try:
-        origin = frame[2:end].decode()
-    except UnicodeDecodeError as exc:
-        raise FrameError("origin is not UTF-8") from exc
+    origin, end = _origin(frame)
     return FanoutMessage(kind, frame[end:], origin)
 
 

@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .asgi_socket import UVICORN_WS
 from .config import Settings, environment_help
@@ -370,28 +370,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         uvicorn.run(target, **options)  # type: ignore[arg-type]
     else:
-        _draining_server(uvicorn.Config(target, **options)).run()  # type: ignore[arg-type]
+        from .draining import DrainingServer
+
+        DrainingServer(uvicorn.Config(target, **options)).run()  # type: ignore[arg-type]
     return 0
-
-
-def _draining_server(config: Any) -> Any:
-    """uvicorn's server, stopping in the order crdt_state/shutdown.py describes: stop
-    accepting, drain (the app's hooks: clients hand over what they sent, sockets close with
-    1012), then uvicorn's own shutdown and the app's lifespan (which flushes the log)."""
-    import socket
-
-    import uvicorn
-
-    from . import shutdown
-
-    class DrainingServer(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            for server in self.servers:
-                server.close()  # no new connection from here on
-            await shutdown.drain()
-            await super().shutdown(sockets)
-
-    return DrainingServer(config)
 
 
 def _token(args: argparse.Namespace) -> int:

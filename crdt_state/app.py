@@ -104,7 +104,12 @@ class App:
         """An HTTP request: its id (the client's X-Request-ID when sane, else a new one) on
         every log line it causes (uvicorn's access line too) and on its answer; its latency
         by method, route template and status (crdt_state/metrics.py)."""
-        request_id = log_format.request_id_of(Headers(scope=scope).get("x-request-id"))
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        request_id = log_format.request_id_of(given)
         status = 500  # a request that fails before it answers
 
         async def answer(message: Message) -> None:
@@ -117,15 +122,14 @@ class App:
             await send(message)
 
         started = time.perf_counter()
-        with log_format.bound(
-            request_id=request_id, connection_id=None, workspace_id=None, panel_id=None
-        ):
-            try:
-                await self._serve(scope, receive, answer)
-            finally:
-                route = getattr(scope.get("route"), "path", None) or UNMATCHED
-                seconds = time.perf_counter() - started
-                self.metrics.request(scope["method"], route, status, seconds)
+        bindings = log_format.bind_request(request_id)
+        try:
+            await self._serve(scope, receive, answer)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            seconds = time.perf_counter() - started
+            self.metrics.request(scope["method"], route, status, seconds)
+            log_format.unbind(bindings)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An HTTP request, past its id and metrics."""
@@ -322,13 +326,16 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
 
     starlette = Starlette(
         routes=[
+            # Tried in this order, each path against each route until one matches: the panel
+            # routes (the hot ones) come right after the routes their pattern would also take
+            # (/api/state/{workspace}/snapshot, .../context), the rest after them.
             *health_routes(),
-            *api_docs_routes(),
-            *admin_routes(),
             *snapshot_routes(),
             *context_routes(),
-            *inspect_routes(),
             *panel_routes(),
+            *api_docs_routes(),
+            *admin_routes(),
+            *inspect_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
         exception_handlers={

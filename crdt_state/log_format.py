@@ -88,6 +88,24 @@ def bound(**ids: str | None) -> Iterator[None]:
             variable.reset(token)
 
 
+Bindings = list[tuple[contextvars.ContextVar[str | None], contextvars.Token[str | None]]]
+
+
+def bind_request(request: str) -> Bindings:
+    """An HTTP request starts: its id, and no connection, workspace or panel until it names
+    them; `unbind` undoes it (what `bound` does, without a generator per request)."""
+    bindings: Bindings = [(request_id, request_id.set(request))]
+    for variable in (connection_id, workspace_id, panel_id):
+        if variable.get() is not None:
+            bindings.append((variable, variable.set(None)))
+    return bindings
+
+
+def unbind(bindings: Bindings) -> None:
+    for variable, token in reversed(bindings):
+        variable.reset(token)
+
+
 def bind_connection(workspace: str, panel: str | None = None) -> None:
     """A WebSocket starts: a new connection id, and the workspace (and panel) it is about, from
     here on. Set, never reset: the ASGI server runs each connection in a task of its own (and

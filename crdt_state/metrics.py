@@ -83,6 +83,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._http_series: dict[tuple[str, str, int], Histogram] = {}
         self.commit_seconds = Histogram(
             f"{PREFIX}_commit_duration_seconds",
             "group-commit transactions: seconds the log took to write one",
@@ -133,7 +134,11 @@ class Metrics:
 
     def request(self, method: str, route: str, status_code: int, seconds: float) -> None:
         method = method if method in METHODS else OTHER
-        self.http.labels(method, route, str(status_code)).observe(seconds)
+        key = (method, route, status_code)  # bounded: methods, route templates, our statuses
+        series = self._http_series.get(key)
+        if series is None:  # labels() checks and locks each time: once per series is enough
+            series = self._http_series[key] = self.http.labels(method, route, str(status_code))
+        series.observe(seconds)
 
     def committed(self, changes: int, seconds: float) -> None:
         self.commit_seconds.observe(seconds)

@@ -178,7 +178,10 @@ def query_time(request: Request, name: str) -> datetime | None:
 
 
 def flag(request: Request, *names: str) -> bool:
-    return any(request.query_params.get(n, "").lower() in ("1", "true", "yes") for n in names)
+    if not request.scope.get("query_string"):
+        return False  # most requests: no query to parse
+    query = request.query_params
+    return any(query.get(n, "").lower() in ("1", "true", "yes") for n in names)
 
 
 async def once(

@@ -207,6 +207,12 @@ def header(
         "see `bench/workloads.py`), or run one workload: `python -m bench.run compare --only",
         "hot-room`.",
         "",
+        "Checkouts side by side (each its server from its own tree, alternated rounds):",
+        "`python -m bench.before_after run <set> before=<tree> after=<tree>` (the Before /",
+        "after tables), and for two costs the workloads blur, `python -m bench.server_costs",
+        "restart|http before=<tree> after=<tree>`: stop and start times polled every 2 ms, and",
+        "server CPU per GET or durable PATCH with keep-alive connections at the server's pace.",
+        "",
     ]
     rows = []
     for result in (ours, compare, hocuspocus):

@@ -29,7 +29,8 @@ from adapters.local import LocalBus, LocalFanout
 from adapters.sqlite import SqliteUpdateLog
 from crdt_state.config import Settings
 from crdt_state.join_barrier import ANSWER_PART_BYTES
-from crdt_state.model import Attribution, PanelKey, TriggeredBy
+from crdt_state.model import Attribution, FanoutMessage, PanelKey, TriggeredBy
+from crdt_state.room import Room
 from crdt_state.server import Server
 
 from . import redis_server
@@ -241,6 +242,54 @@ async def in_process(tmp_path: Path) -> AsyncIterator[tuple[Server, Server, Sqli
     for server in servers:
         await server.close()
     await store.close()
+
+
+BACKLOG = 600  # queued steps of 2 ms: 1.2 s of work, inside BARRIER_SECONDS
+
+
+async def test_a_join_barrier_is_answered_ahead_of_the_holders_backlog(
+    in_process: tuple[Server, Server, SqliteUpdateLog],
+) -> None:
+    """The first replica applied a client's update (not committed: its commits wait 2 s), then
+    its room got a backlog of queued work. A join on the second asks what its room lacks: the
+    first answers ahead of the backlog (Actor.post_first), so the join has the update while
+    the backlog is still being worked off; behind it, the join would wait for all of it (and
+    past BARRIER_SECONDS go without the update)."""
+    first, second, _ = in_process
+    key = PanelKey(f"ws{uuid.uuid4().hex[:8]}", "busy")
+    room = await first.registry.open(key, create=True, subject="alice")
+    doc: Doc = Doc()
+    doc.apply_update(room.encode_state())
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get("$state", type=Map)["applied"] = "not committed"
+    client = Attribution(TriggeredBy.USER, "yjs", "alice")
+    await room.call(room.apply, updates[0], object(), client)
+
+    drained: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def busy(step: int) -> None:
+        time.sleep(0.002)  # work of the room's own: the room's task is busy, not waiting
+        if step == BACKLOG - 1:
+            drained.set_result(time.monotonic())
+
+    answered: list[float] = []
+    answer = first.replication.joins.answer
+
+    def timed_answer(holder: Room, message: FanoutMessage) -> None:
+        answered.append(time.monotonic())
+        answer(holder, message)
+
+    first.replication.joins.answer = timed_answer  # type: ignore[method-assign,assignment]
+    assert all(room.post(busy, step) for step in range(BACKLOG))
+
+    other = await second.registry.open(key, create=False)
+    await second.replication.current(other, 5.0)
+    state = await other.call(other.view)
+    assert state["$state"] == {"applied": "not committed"}
+    assert answered, "the first replica never answered the barrier"
+    assert not drained.done(), "the join waited for the holder's backlog"
+    assert answered[0] < await drained
 
 
 async def test_a_large_answer_to_a_join_barrier_comes_in_bounded_parts(

@@ -244,6 +244,24 @@ async def in_process(tmp_path: Path) -> AsyncIterator[tuple[Server, Server, Sqli
     await store.close()
 
 
+async def applied_uncommitted(
+    server: Server, panel: str, fill: Callable[[Map], None]
+) -> tuple[PanelKey, Room, bytes]:
+    """A new panel on `server`, and one client update to it (`fill` writes its `$state`),
+    applied by the room and not committed yet (the fixture's first replica waits 2 s)."""
+    key = PanelKey(f"ws{uuid.uuid4().hex[:8]}", panel)
+    room = await server.registry.open(key, create=True, subject="alice")
+    doc: Doc = Doc()
+    doc.apply_update(room.encode_state())
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    with doc.transaction():
+        fill(doc.get("$state", type=Map))
+    client = Attribution(TriggeredBy.USER, "yjs", "alice")
+    await room.call(room.apply, updates[0], object(), client)
+    return key, room, updates[0]
+
+
 BACKLOG = 600  # queued steps of 2 ms: 1.2 s of work, inside BARRIER_SECONDS
 
 
@@ -256,15 +274,11 @@ async def test_a_join_barrier_is_answered_ahead_of_the_holders_backlog(
     the backlog is still being worked off; behind it, the join would wait for all of it (and
     past BARRIER_SECONDS go without the update)."""
     first, second, _ = in_process
-    key = PanelKey(f"ws{uuid.uuid4().hex[:8]}", "busy")
-    room = await first.registry.open(key, create=True, subject="alice")
-    doc: Doc = Doc()
-    doc.apply_update(room.encode_state())
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    doc.get("$state", type=Map)["applied"] = "not committed"
-    client = Attribution(TriggeredBy.USER, "yjs", "alice")
-    await room.call(room.apply, updates[0], object(), client)
+
+    def fill(values: Map) -> None:
+        values["applied"] = "not committed"
+
+    key, room, _ = await applied_uncommitted(first, "busy", fill)
 
     drained: asyncio.Future[float] = asyncio.get_running_loop().create_future()
 
@@ -299,19 +313,13 @@ async def test_a_large_answer_to_a_join_barrier_comes_in_bounded_parts(
     a join on the second gets it, sent as several wire messages of at most
     ANSWER_PART_BYTES (and their header)."""
     first, second, store = in_process
-    key = PanelKey(f"ws{uuid.uuid4().hex[:8]}", "big")
-    room = await first.registry.open(key, create=True, subject="alice")
-    doc: Doc = Doc()
-    doc.apply_update(room.encode_state())
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    with doc.transaction():
-        values = doc.get("$state", type=Map)
+
+    def fill(values: Map) -> None:
         for n in range(20_000):
             values[f"k{n}"] = f"{n:0100d}"
-    assert len(updates[0]) > 3 * ANSWER_PART_BYTES
-    client = Attribution(TriggeredBy.USER, "yjs", "alice")
-    await room.call(room.apply, updates[0], object(), client)
+
+    key, _, update = await applied_uncommitted(first, "big", fill)
+    assert len(update) > 3 * ANSWER_PART_BYTES
     assert [entry.version for entry in await store.read(key)] == [1]  # not committed
 
     sizes: list[int] = []

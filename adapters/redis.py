@@ -156,11 +156,10 @@ def decode_frames(frame: bytes) -> list[FanoutMessage]:
 
 def decode_frame(frame: bytes) -> FanoutMessage:
     """The inverse of encode_frame; FrameError for anything else."""
-    kind = _KINDS.get(frame[0]) if frame else None
-    if kind is None:
-        _origin(frame)  # a short frame is reported as such
-        raise FrameError(f"unknown frame kind {frame[0]}")
     origin, end = _origin(frame)
+    kind = _KINDS.get(frame[0])
+    if kind is None:
+        raise FrameError(f"unknown frame kind {frame[0]}")
     return FanoutMessage(kind, frame[end:], origin)
 
 

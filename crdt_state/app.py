@@ -104,12 +104,7 @@ class App:
         """An HTTP request: its id (the client's X-Request-ID when sane, else a new one) on
         every log line it causes (uvicorn's access line too) and on its answer; its latency
         by method, route template and status (crdt_state/metrics.py)."""
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        request_id = log_format.request_id_of(given)
+        request_id = log_format.request_id_of(Headers(scope=scope).get("x-request-id"))
         status = 500  # a request that fails before it answers
 
         async def answer(message: Message) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import socket
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
@@ -38,7 +37,7 @@ class DrainingServer(uvicorn.Server):
 
     tick_seconds = TICK_SECONDS
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None

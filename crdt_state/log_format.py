@@ -77,18 +77,17 @@ def request_id_of(header: str | None) -> str:
     return new_id()
 
 
+Bindings = list[tuple[contextvars.ContextVar[str | None], contextvars.Token[str | None]]]
+
+
 @contextlib.contextmanager
 def bound(**ids: str | None) -> Iterator[None]:
     """Bind ids (request_id, connection_id, workspace_id, panel_id) for the block."""
-    tokens = [(VARIABLES[name], VARIABLES[name].set(value)) for name, value in ids.items()]
+    bindings: Bindings = [(VARIABLES[n], VARIABLES[n].set(value)) for n, value in ids.items()]
     try:
         yield
     finally:
-        for variable, token in reversed(tokens):
-            variable.reset(token)
-
-
-Bindings = list[tuple[contextvars.ContextVar[str | None], contextvars.Token[str | None]]]
+        unbind(bindings)
 
 
 def bind_request(request: str) -> Bindings:

@@ -150,8 +150,15 @@ def optional_int(value: Any, name: str) -> int | None:
     return value
 
 
+def query_value(request: Request, name: str) -> str | None:
+    """A query parameter, or None; a request without a query string (most) parses nothing."""
+    if not request.scope.get("query_string"):
+        return None
+    return request.query_params.get(name)
+
+
 def query_int(request: Request, name: str, default: int, maximum: int | None = None) -> int:
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return default
     value = natural(raw)
@@ -165,7 +172,7 @@ def query_int(request: Request, name: str, default: int, maximum: int | None = N
 
 
 def query_time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return None
     try:
@@ -178,10 +185,7 @@ def query_time(request: Request, name: str) -> datetime | None:
 
 
 def flag(request: Request, *names: str) -> bool:
-    if not request.scope.get("query_string"):
-        return False  # most requests: no query to parse
-    query = request.query_params
-    return any(query.get(n, "").lower() in ("1", "true", "yes") for n in names)
+    return any((query_value(request, n) or "").lower() in ("1", "true", "yes") for n in names)
 
 
 async def once(

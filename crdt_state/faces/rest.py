@@ -30,6 +30,7 @@ from .http import (
     panel_key,
     query_int,
     query_time,
+    query_value,
     read_json,
 )
 
@@ -91,7 +92,7 @@ async def get_state(request: Request) -> Response:
     panels = context_of(request).panels
     key = panel_key(request)
     authorize(request, key.workspace_id, Role.READ)
-    if request.scope.get("query_string") and request.query_params.get("version") is not None:
+    if query_value(request, "version") is not None:
         version = query_int(request, "version", 0)
         state, current = await panels.read_at(key, version)
         body: dict[str, Any] = {**state.to_json(), "currentVersion": current}

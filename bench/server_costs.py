@@ -7,6 +7,11 @@
   request in flight, GETs of one panel or durable PATCHes of it, at whatever pace the server
   takes (the REST workload runs at a fixed rate, where the per-request cost drowns in noise).
   The REST rate limit is off for it (CRDT_STATE_RATE_REST=0): all answers are 200.
+  `--auth` runs the server with JWT authentication (a bearer token on every request) instead
+  of `--dev`, `--rate-limit` keeps the server's default REST rate limit, and `--pace N` sends N
+  requests a second in all (spread over the connections) instead of as fast as answered: the
+  three together are the REST workload's conditions (its durable PATCH phase: 200 a second
+  over 16 connections).
 
 Each checkout runs its own server from its own tree with this venv (as bench.before_after):
 
@@ -32,16 +37,20 @@ from pathlib import Path
 import orjson
 
 from .launchers import free_port
+from .machine import process_cpu_seconds
 
 PANEL = "/api/state/ws/rest-panel"
 POLL_SECONDS = 0.002  # polling a child's readiness: there is no event to wait on
 
 
+SECRET = "bench-secret-of-at-least-thirty-two-bytes!!"
+
+
 class Checkout:
-    def __init__(self, tree: Path, env: dict[str, str], data: Path) -> None:
-        self.tree, self.data, self.port = tree, data, free_port()
+    def __init__(self, tree: Path, env: dict[str, str], data: Path, auth: bool = False) -> None:
+        self.tree, self.data, self.port, self.auth = tree, data, free_port(), auth
         self.env = {**os.environ, **env, "CRDT_STATE_DATA_DIR": str(data)}
-        self.env.setdefault("JWT_SECRET_KEY", "bench-secret-of-at-least-thirty-two-bytes!!")
+        self.env.setdefault("JWT_SECRET_KEY", SECRET)
         self.env.pop("DATABASE_URL", None)
         self.env.pop("REDIS_URL", None)
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,9 +58,9 @@ class Checkout:
     def start(self) -> float:
         """Seconds from the spawn to the first /health answer."""
         began = time.monotonic()
-        argv = [sys.executable, "-m", "crdt_state", "serve", "--dev", "--log-level", "warning"]
+        argv = [sys.executable, "-m", "crdt_state", "serve", "--log-level", "warning"]
         self.process = subprocess.Popen(
-            [*argv, "--port", str(self.port)],
+            [*argv, *([] if self.auth else ["--dev"]), "--port", str(self.port)],
             cwd=self.tree,
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -81,8 +90,7 @@ class Checkout:
 
     def cpu_seconds(self) -> float:
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
 
 def restart(tree: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -97,30 +105,51 @@ def restart(tree: Path, env: dict[str, str]) -> tuple[float, float]:
         return stopped, started
 
 
+def _authorization(server: Checkout) -> dict[str, str]:
+    if not server.auth:
+        return {}
+    from crdt_state.auth import mint_token
+
+    token = mint_token(SECRET, "bench", {PANEL.split("/")[3]: "write"}, ttl_seconds=6 * 3600)
+    return {"authorization": f"Bearer {token}"}
+
+
 def _put_panel(server: Checkout) -> None:
     state = {"title": "hot", "items": [{"id": i, "v": "x" * 20} for i in range(20)]}
     body = orjson.dumps({"state": {"$state": state}})
-    request = urllib.request.Request(
-        f"{server.url}{PANEL}", body, {"content-type": "application/json"}, method="PUT"
-    )
+    headers = {"content-type": "application/json", **_authorization(server)}
+    request = urllib.request.Request(f"{server.url}{PANEL}", body, headers, method="PUT")
     with urllib.request.urlopen(request) as answer:
         answer.read()
 
 
-def _request(kind: str, index: int) -> bytes:
+def _request(kind: str, index: int, extra: str) -> bytes:
     if kind == "get":
-        return f"GET {PANEL} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode()
+        return f"GET {PANEL} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}\r\n".encode()
     body = orjson.dumps([{"op": "add", "path": f"/$state/k{index % 20}", "value": index}])
-    head = f"PATCH {PANEL} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+    head = f"PATCH {PANEL} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}"
     head += f"content-type: application/json-patch+json\r\ncontent-length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
-async def _requests(port: int, kind: str, count: int, statuses: dict[bytes, int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _requests(
+    server: Checkout,
+    kind: str,
+    count: int,
+    statuses: dict[bytes, int],
+    period: float,
+    offset: float,
+) -> None:
+    """`count` requests, one in flight; with a `period`, one every `period` seconds."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in _authorization(server).items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    loop = asyncio.get_running_loop()
+    began = loop.time() + offset
     try:
         for index in range(count):
-            writer.write(_request(kind, index))
+            if period:
+                await asyncio.sleep(max(0.0, began + index * period - loop.time()))
+            writer.write(_request(kind, index, extra))
             head = await reader.readuntil(b"\r\n\r\n")
             statuses[head[9:12]] = statuses.get(head[9:12], 0) + 1
             length = 0
@@ -132,21 +161,36 @@ async def _requests(port: int, kind: str, count: int, statuses: dict[bytes, int]
         writer.close()
 
 
-def http_cost(tree: Path, env: dict[str, str], kind: str, total: int, connections: int) -> float:
-    """Server CPU microseconds per request (after a warm-up of 500 per connection)."""
+def http_cost(
+    tree: Path,
+    env: dict[str, str],
+    kind: str,
+    total: int,
+    connections: int,
+    *,
+    auth: bool = False,
+    rate_limit: bool = False,
+    pace: float = 0.0,
+) -> float:
+    """Server CPU microseconds per request (after a warm-up)."""
     with tempfile.TemporaryDirectory() as data:
-        server = Checkout(tree, {**env, "CRDT_STATE_RATE_REST": "0"}, Path(data))
+        limits = {} if rate_limit else {"CRDT_STATE_RATE_REST": "0"}
+        server = Checkout(tree, {**env, **limits}, Path(data), auth=auth)
         server.start()
         try:
             _put_panel(server)
             statuses: dict[bytes, int] = {}
+            period = connections / pace if pace else 0.0
 
             async def load(each: int) -> None:
                 await asyncio.gather(
-                    *(_requests(server.port, kind, each, statuses) for _ in range(connections))
+                    *(
+                        _requests(server, kind, each, statuses, period, i * period / connections)
+                        for i in range(connections)
+                    )
                 )
 
-            asyncio.run(load(500))
+            asyncio.run(load(max(1, int(pace)) // connections if pace else 500))
             before = server.cpu_seconds()
             asyncio.run(load(total // connections))
             spent = server.cpu_seconds() - before
@@ -165,6 +209,9 @@ def main() -> None:
     parser.add_argument("--kind", choices=["get", "patch"], default="get")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--auth", action="store_true", help="JWT on every request, not --dev")
+    parser.add_argument("--rate-limit", action="store_true", help="keep the REST rate limit")
+    parser.add_argument("--pace", type=float, default=0.0, help="requests a second in all")
     args = parser.parse_args()
     sources: dict[str, tuple[Path, dict[str, str]]] = {}
     for spec in args.sources:
@@ -179,7 +226,16 @@ def main() -> None:
                 figures[label].setdefault("stop (s)", []).append(stopped)
                 figures[label].setdefault("start (s)", []).append(started)
             else:
-                cost = http_cost(tree, env, args.kind, args.requests, args.connections)
+                cost = http_cost(
+                    tree,
+                    env,
+                    args.kind,
+                    args.requests,
+                    args.connections,
+                    auth=args.auth,
+                    rate_limit=args.rate_limit,
+                    pace=args.pace,
+                )
                 figures[label].setdefault(f"CPU per {args.kind} (us)", []).append(cost)
     for label, named in figures.items():
         for name, values in named.items():

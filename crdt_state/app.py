@@ -30,6 +30,7 @@ from .faces.health import health_routes
 from .faces.hocuspocus_socket import hocuspocus_socket
 from .faces.http import JSONResponse, http_error, internal_error, state_error
 from .faces.inspect import inspect_routes
+from .faces.lane import Handler, PanelLane
 from .faces.rest import panel_routes
 from .faces.snapshots import snapshot_routes
 from .faces.state_socket import state_socket
@@ -71,11 +72,13 @@ class App:
         starlette: Starlette,
         auth: Authenticator | None = None,
         metrics: Metrics | None = None,
+        lane: PanelLane | None = None,
     ) -> None:
         self.starlette = starlette
         self.state = starlette.state
         self.auth = auth
         self.metrics = metrics or Metrics()
+        self.lane = lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -134,6 +137,10 @@ class App:
             return await _refuse_ids(scope, receive, send, str(exc), self.metrics)
         if self.auth is not None and self.auth.keys is not None:
             await self.auth.prepare(bearer_token(Headers(scope=scope).get("authorization")))
+        found = self.lane.route(scope) if self.lane is not None else None
+        if found is not None:
+            assert self.lane is not None
+            return await self.lane.serve(*found, scope, receive, send)
         await self.starlette(scope, receive, send)
 
 
@@ -319,6 +326,11 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
                 if parts.idempotency is not None:
                     await parts.idempotency.close()
 
+    handlers: dict[type[Exception], Handler] = {
+        StateError: state_error,
+        HTTPException: http_error,
+        Exception: internal_error,
+    }
     starlette = Starlette(
         routes=[
             # Tried in this order, each path against each route until one matches: the panel
@@ -333,14 +345,10 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             *inspect_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
-        exception_handlers={
-            StateError: state_error,
-            HTTPException: http_error,
-            Exception: internal_error,
-        },
+        exception_handlers=dict(handlers),
         lifespan=lifespan,
     )
-    return App(starlette, auth, metrics)
+    return App(starlette, auth, metrics, PanelLane(starlette, starlette.routes, handlers))
 
 
 def app_from_environment() -> App:

@@ -12,6 +12,7 @@ panel ids over REST.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -74,7 +75,7 @@ async def create_snapshot(request: Request) -> Response:
         )
         return 201, result.to_json()
 
-    return await once(request, principal, work, wait=None)
+    return await once(request, principal, work, wait=math.inf)
 
 
 async def get_snapshot(request: Request) -> Response:
@@ -131,7 +132,7 @@ async def restore(request: Request) -> Response:
             "panels": {panel_id: result.to_json() for panel_id, result in restored.items()},
         }
 
-    return await once(request, principal, work, wait=None)
+    return await once(request, principal, work, wait=math.inf)
 
 
 async def reserved(request: Request) -> Response:

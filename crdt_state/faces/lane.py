@@ -1,5 +1,6 @@
 """The panel routes' own lane: `/api/state/{workspace}/{panel}` (GET, HEAD, PUT, PATCH,
-DELETE) served without Starlette's router and error middlewares.
+DELETE) and the routes below it (`/history`, `/revert`, `/presence`) served without
+Starlette's router and error middlewares.
 
 Those are most of the server's HTTP requests. Starlette tries the app's routes one by one (14
 patterns for a PATCH) and passes each request, and each message of its answer, through four
@@ -9,15 +10,16 @@ does (by the error's class, most specific first): a StateError becomes its JSON 
 error no handler but `Exception`'s takes is answered 500 and raised on, for the server's log,
 as Starlette's outermost middleware does.
 
-Everything else goes through Starlette as before: other paths, a panel id that is the literal
-segment of another route under `/api/state/{workspace}/` (snapshot, restore, context, ...:
-read off the routes, not listed here), a method the panel routes do not take (Starlette
-answers 405), an app served under a root path. The routes stay in the app's list, where
-OpenAPI and introspection read them.
+Everything else goes through Starlette as before: other paths, a path that another route
+under `/api/state/{workspace}/` could take (`.../snapshot`, `.../snapshot/status`, `.../restore`,
+`.../context`: read off the routes, not listed here), a method the panel routes do not take
+(Starlette answers 405), an app served under a root path. The routes stay in the app's list,
+where OpenAPI and introspection read them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from starlette.applications import Starlette
@@ -42,31 +44,54 @@ class PanelLane:
     ) -> None:
         self.starlette = starlette
         self.handlers = dict(handlers)
-        self.by_method: dict[str, Route] = {}
-        self.reserved: set[str] = set()  # literal segments where a panel id would stand
+        # (method, what follows the panel id: "" or one literal segment) -> route
+        self.routes: dict[tuple[str, str], Route] = {}
+        # What other routes under a workspace take, segment by segment after the workspace
+        # ("*": a parameter): ("snapshot",), ("snapshot", "status"), ... A request that one of
+        # them could take goes through Starlette, which knows their order.
+        self.reserved: set[tuple[str, ...]] = set()
         for route in routes:
             if not isinstance(route, Route):
                 continue
-            if route.path == PANEL_PATH:
+            tail = route.path.removeprefix(PANEL_PATH)
+            below = tail == "" or (tail[:1] == "/" and "/" not in tail[1:] and "{" not in tail)
+            if below and inspect.iscoroutinefunction(route.endpoint):  # a `request -> answer`
                 for method in route.methods or ():
-                    self.by_method.setdefault(method, route)
+                    self.routes.setdefault((method, tail[1:]), route)
                 continue
-            segments = route.path.split("/")
-            if route.path.startswith(PREFIX + "{workspace}/") and "{" not in segments[4]:
-                self.reserved.add(segments[4])
+            if route.path.startswith(PREFIX + "{workspace}/"):
+                segments = route.path.split("/")[4:]
+                self.reserved.add(tuple("*" if "{" in s else s for s in segments))
+        self.patterns = [taken for taken in self.reserved if "*" in taken]
 
     def route(self, scope: Scope) -> tuple[Route, dict[str, str]] | None:
         """The panel route and path parameters of an HTTP request, or None (Starlette's)."""
         path: str = scope["path"]
         if not path.startswith(PREFIX) or scope.get("root_path"):
             return None
-        route = self.by_method.get(scope["method"])
+        parts = path[len(PREFIX) :].split("/")
+        if len(parts) == 2:
+            tail = ""
+        elif len(parts) == 3 and parts[2]:
+            tail = parts[2]
+        else:
+            return None
+        workspace, panel = parts[0], parts[1]
+        if not workspace or not panel or self._reserved(parts[1:]):
+            return None
+        route = self.routes.get((scope["method"], tail))
         if route is None:
             return None
-        workspace, _, panel = path[len(PREFIX) :].partition("/")
-        if not workspace or not panel or "/" in panel or panel in self.reserved:
-            return None
         return route, {"workspace": workspace, "panel": panel}
+
+    def _reserved(self, segments: list[str]) -> bool:
+        if tuple(segments) in self.reserved:
+            return True
+        return any(
+            len(taken) == len(segments)
+            and all(t in ("*", s) for t, s in zip(taken, segments, strict=True))
+            for taken in self.patterns
+        )
 
     async def serve(
         self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send

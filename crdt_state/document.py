@@ -92,7 +92,7 @@ def fill(fills: Fills) -> None:
 class PanelDoc:
     """A Y.Doc with the panel's root maps resolved once."""
 
-    __slots__ = ("bulk", "doc", "roots")
+    __slots__ = ("bulk", "doc", "rendered_bytes", "roots")
 
     def __init__(self, doc: Doc[Any] | None = None, bulk: bool = False) -> None:
         self.doc = doc if doc is not None else Doc()
@@ -100,6 +100,7 @@ class PanelDoc:
         # path): new arrays are filled one transaction per element (see to_y).
         self.bulk = bulk
         self.roots: dict[str, Map[Any]] = {name: self.doc.get(name, type=Map) for name in ROOTS}
+        self.rendered_bytes = 0  # the JSON text of the last render()
 
     def initialize(self, epoch: str, state: dict[str, Any] | None = None) -> None:
         """The panel's first transaction: server metadata and any initial state."""
@@ -122,31 +123,43 @@ class PanelDoc:
         pycrdt's renderer recurses, and crashes the process past ~16,000 levels) and entries
         that fail to render show as UNRENDERABLE: a panel whose log holds such a value still
         answers with everything else, and the entry can be removed or replaced."""
+        return self._render_root(name, skip)[0]
+
+    def _render_root(self, name: str, skip: Collection[str]) -> tuple[Any, int]:
+        """(the root's JSON, the length of its JSON text)."""
         root = self.roots[name]
         if not skip:
             try:
                 # str(Map) serializes on the Rust side: far faster than to_py(), and keeps
                 # integers integral.
-                return orjson.loads(str(root))
+                text = str(root)
+                return orjson.loads(text), len(text)
             except (orjson.JSONDecodeError, RecursionError, ValueError):
                 pass  # something in it cannot be rendered: entry by entry, below
         rendered: dict[str, Any] = {}
+        size = 0
         for key in list(root.keys()):
             if key in skip:
                 rendered[key] = UNRENDERABLE
                 continue
             try:
-                rendered[key] = orjson.loads(_json_of(root[key]))
+                part = _json_of(root[key])
+                rendered[key] = orjson.loads(part)
+                size += len(part)
             except (orjson.JSONDecodeError, RecursionError, ValueError, TypeError):
                 rendered[key] = UNRENDERABLE
-        return rendered
+        return rendered, size
 
     def render(self, skip: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
-        """The panel's JSON view; `skip`: (root, key) entries not to render (see render_root)."""
-        return {
-            name: self.render_root(name, {key for root, key in skip if root == name})
-            for name in VIEW_ROOTS
-        }
+        """The panel's JSON view; `skip`: (root, key) entries not to render (see render_root).
+        Keeps the length of the view's JSON text (`rendered_bytes`): what a render costs."""
+        view: dict[str, Any] = {}
+        size = 0
+        for name in VIEW_ROOTS:
+            view[name], part = self._render_root(name, {key for root, key in skip if root == name})
+            size += part
+        self.rendered_bytes = size
+        return view
 
 
 def _json_of(value: Any) -> str | bytes:

@@ -194,3 +194,42 @@ async def test_the_view_read_after_many_changes_is_the_docs_render(registry, edi
     live = Doc()
     live.apply_update(await room.call(room.encode_state))
     assert view == PanelDoc(live).render()
+
+
+async def test_a_small_view_of_a_long_history_is_rendered_afresh_not_replayed(
+    registry, monkeypatch
+):
+    """What the view's catch-up costs follows the view, not the doc's history: a 10-key panel
+    overwritten thousands of times (a doc of tens of KB, a view of ~100 bytes) renders in the
+    time of a couple of replayed operations, so a read after many changes renders it afresh
+    instead of replaying them all."""
+    from crdt_state import room as room_module
+
+    key = PanelKey("ws", "long-history")
+    room = await registry.open(key, create=True, subject="alice")
+    client = Doc()
+    updates: list[bytes] = []
+    client.observe(lambda event: updates.append(event.update))
+    state = client.get("$state", type=Map)
+    for i in range(3000):
+        state[f"k{i % 10}"] = i
+        await room.call(room.apply, updates[-1], object(), WHO)
+    assert room.size > 30_000  # the history
+    await room.call(room.view)  # rendered: the changes below wait for the next read
+    replayed: list[int] = []
+    real = room_module._replayed
+
+    def counting(view, patches, key):  # type: ignore[no-untyped-def]
+        replayed.append(sum(len(patch) for patch in patches))
+        return real(view, patches, key)
+
+    monkeypatch.setattr(room_module, "_replayed", counting)
+    for i in range(60):
+        state[f"k{i % 10}"] = -i
+        await room.call(room.apply, updates[-1], object(), WHO)
+    view = await room.call(room.view)
+    assert sum(replayed) <= room_module.UNSEEN_OPS_MIN
+    assert view["$state"] == {f"k{i}": -(50 + i) for i in range(10)}
+    live = Doc()
+    live.apply_update(await room.call(room.encode_state))
+    assert view == PanelDoc(live).render()

@@ -123,7 +123,7 @@ def _verdict(key: str, before: list[float], after: list[float]) -> str:
         worse, better = now < min(before), now > max(before)
     else:
         worse, better = now > max(before), now < min(before)
-    if abs(ratio - 1) < 0.01:  # a figure measured in clock ticks repeats to the last digit
+    if abs(ratio - 1) < 0.01:  # within 1 %: the same (and a figure counted in ticks repeats)
         worse = better = False
     word = "**worse**" if worse else "better" if better else "same (within the spread)"
     return f"{ratio:.2f}× {word}"

@@ -211,7 +211,8 @@ def header(
         "`python -m bench.before_after run <set> before=<tree> after=<tree>` (the Before /",
         "after tables), and for two costs the workloads blur, `python -m bench.server_costs",
         "restart|http before=<tree> after=<tree>`: stop and start times polled every 2 ms, and",
-        "server CPU per GET or durable PATCH with keep-alive connections at the server's pace.",
+        "server CPU per GET or durable PATCH with keep-alive connections at the server's pace",
+        "(`--auth` for a JWT on every request, `--rate-limit`, `--pace N` requests a second).",
         "",
     ]
     rows = []

@@ -42,6 +42,7 @@ NODE_SERVERS = BENCH_DIR / "servers"
 PYCRDT_VENV = BENCH_DIR / "pycrdt-websocket"
 PYCRDT_REQUIREMENTS = SERVERS_SOURCE / "pycrdt-websocket-requirements.txt"
 START_TIMEOUT = 30.0
+BENCH_SECRET = "bench-secret-of-at-least-thirty-two-bytes!!"  # JWT_SECRET_KEY of our servers
 
 
 def free_port() -> int:
@@ -293,7 +294,7 @@ class Ours(Launcher):
         self.dev = dev
         self.replicas = replicas
         self.shared = shared
-        self.secret = secret or "bench-secret-of-at-least-thirty-two-bytes!!"
+        self.secret = secret or BENCH_SECRET
         self.env_overrides = {
             k: v
             for k, v in os.environ.items()

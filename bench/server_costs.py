@@ -3,15 +3,16 @@
 - `restart`: a server stopped with SIGTERM (until its process is gone) and started again on
   the same data (until /health answers), polled every 2 ms (the bench's own restart polls
   every 50 ms, which hides anything finer);
-- `http`: server CPU per request (from /proc) under keep-alive connections that each keep one
-  request in flight, GETs of one panel or durable PATCHes of it, at whatever pace the server
-  takes (the REST workload runs at a fixed rate, where the per-request cost drowns in noise).
-  The REST rate limit is off for it (CRDT_STATE_RATE_REST=0): all answers are 200.
-  `--auth` runs the server with JWT authentication (a bearer token on every request) instead
-  of `--dev`, `--rate-limit` keeps the server's default REST rate limit, and `--pace N` sends N
-  requests a second in all (spread over the connections) instead of as fast as answered: the
-  three together are the REST workload's conditions (its durable PATCH phase: 200 a second
-  over 16 connections).
+- `http`: server CPU per request under keep-alive connections that each keep one request in
+  flight, GETs of one panel or durable PATCHes of it, at whatever pace the server takes (the
+  REST workload runs at a fixed rate, where the per-request cost drowns in noise). The REST
+  rate limit is off for it (CRDT_STATE_RATE_REST=0): all answers are 200. `--auth` runs the
+  server with JWT authentication (a bearer token on every request) instead of `--dev`,
+  `--rate-limit` keeps the server's default REST rate limit, and `--pace N` sends N requests a
+  second in all, spread over the connections, instead of as fast as answered. Each connection
+  waits for its answer before its next request, so over many connections paced PATCHes bunch
+  behind a commit and share its fsync; the REST workload's PATCH phase (an open-loop client)
+  commits each alone, which `--pace 200 --connections 1` reproduces.
 
 Each checkout runs its own server from its own tree with this venv (as bench.before_after):
 
@@ -36,21 +37,25 @@ from pathlib import Path
 
 import orjson
 
-from .launchers import free_port
+from .launchers import BENCH_SECRET, free_port
 from .machine import process_cpu_seconds
 
-PANEL = "/api/state/ws/rest-panel"
+WORKSPACE = "ws"
+PANEL = f"/api/state/{WORKSPACE}/rest-panel"
 POLL_SECONDS = 0.002  # polling a child's readiness: there is no event to wait on
-
-
-SECRET = "bench-secret-of-at-least-thirty-two-bytes!!"
 
 
 class Checkout:
     def __init__(self, tree: Path, env: dict[str, str], data: Path, auth: bool = False) -> None:
         self.tree, self.data, self.port, self.auth = tree, data, free_port(), auth
+        self.headers: dict[str, str] = {}  # what every request carries (its token)
+        if auth:
+            from crdt_state.auth import mint_token
+
+            token = mint_token(BENCH_SECRET, "bench", {WORKSPACE: "write"}, ttl_seconds=6 * 3600)
+            self.headers["authorization"] = f"Bearer {token}"
         self.env = {**os.environ, **env, "CRDT_STATE_DATA_DIR": str(data)}
-        self.env.setdefault("JWT_SECRET_KEY", SECRET)
+        self.env.setdefault("JWT_SECRET_KEY", BENCH_SECRET)
         self.env.pop("DATABASE_URL", None)
         self.env.pop("REDIS_URL", None)
         self.process: subprocess.Popen[bytes] | None = None
@@ -105,19 +110,10 @@ def restart(tree: Path, env: dict[str, str]) -> tuple[float, float]:
         return stopped, started
 
 
-def _authorization(server: Checkout) -> dict[str, str]:
-    if not server.auth:
-        return {}
-    from crdt_state.auth import mint_token
-
-    token = mint_token(SECRET, "bench", {PANEL.split("/")[3]: "write"}, ttl_seconds=6 * 3600)
-    return {"authorization": f"Bearer {token}"}
-
-
 def _put_panel(server: Checkout) -> None:
     state = {"title": "hot", "items": [{"id": i, "v": "x" * 20} for i in range(20)]}
     body = orjson.dumps({"state": {"$state": state}})
-    headers = {"content-type": "application/json", **_authorization(server)}
+    headers = {"content-type": "application/json", **server.headers}
     request = urllib.request.Request(f"{server.url}{PANEL}", body, headers, method="PUT")
     with urllib.request.urlopen(request) as answer:
         answer.read()
@@ -141,7 +137,7 @@ async def _requests(
     offset: float,
 ) -> None:
     """`count` requests, one in flight; with a `period`, one every `period` seconds."""
-    extra = "".join(f"{name}: {value}\r\n" for name, value in _authorization(server).items())
+    extra = "".join(f"{name}: {value}\r\n" for name, value in server.headers.items())
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     loop = asyncio.get_running_loop()
     began = loop.time() + offset

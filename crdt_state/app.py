@@ -137,10 +137,9 @@ class App:
             return await _refuse_ids(scope, receive, send, str(exc), self.metrics)
         if self.auth is not None and self.auth.keys is not None:
             await self.auth.prepare(bearer_token(Headers(scope=scope).get("authorization")))
-        found = self.lane.route(scope) if self.lane is not None else None
-        if found is not None:
-            assert self.lane is not None
-            return await self.lane.serve(*found, scope, receive, send)
+        lane = self.lane
+        if lane is not None and (found := lane.route(scope)) is not None:
+            return await lane.serve(*found, scope, receive, send)
         await self.starlette(scope, receive, send)
 
 
@@ -345,7 +344,7 @@ def create_app(settings: Settings, *, adapters: Adapters | None = None) -> App:
             *inspect_routes(),
             WebSocketRoute("/ws/state/{workspace}", state_socket),
         ],
-        exception_handlers=dict(handlers),
+        exception_handlers=handlers,  # copied by Starlette
         lifespan=lifespan,
     )
     return App(starlette, auth, metrics, PanelLane(starlette, starlette.routes, handlers))

@@ -109,7 +109,8 @@ class PanelLane:
             cls = next((c for c in type(exc).__mro__ if c in self.handlers), None)
             if cls is None:
                 raise
-            await (await self.handlers[cls](request, exc))(scope, receive, send)
+            answer = await self.handlers[cls](request, exc)
+            await answer(scope, receive, send)
             if cls is Exception:
                 raise  # a fault of the server: answered, and on to the server's log
             exc.__traceback__ = None  # as Starlette: a reused error would grow its traceback

@@ -6,11 +6,9 @@ blocks on disk and writes are serialized without locks of our own.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from adapters.sqlite_maintenance import SqliteMaintenance
+from adapters.sqlite_thread import SerialThread
 from crdt_state.errors import Unavailable
 from crdt_state.log_rules import (
     BatchPanel,
@@ -189,7 +188,7 @@ class SqliteUpdateLog(SqliteMaintenance):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-log")
+        self._worker = SerialThread("sqlite-log")
         self._db: sqlite3.Connection | None = None  # created and used on the worker only
         self._closed = False
 
@@ -200,7 +199,7 @@ class SqliteUpdateLog(SqliteMaintenance):
         try:
             await log._submit(log._connect)
         except BaseException:
-            log._worker.shutdown(wait=False)
+            log._worker.stop()
             raise
         return log
 
@@ -305,10 +304,10 @@ class SqliteUpdateLog(SqliteMaintenance):
             await self._submit(self._disconnect)
         finally:
             # The close above ran after everything queued before it; nothing is left to wait for.
-            self._worker.shutdown(wait=False)
+            self._worker.stop()
 
     async def _submit(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+        return await self._worker.submit(work)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(lambda: self._with_db(work))

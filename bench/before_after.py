@@ -5,7 +5,8 @@ A set is a folder of results (`ab/`: the redesign and the hostile-client work; `
 the performance issue). A result file there is a `python -m bench.run ours --only ...
 --repeats 1 --name <folder>/<label>-<n>` run of one commit (label: before, after...; n: the
 round). Rounds alternate the commits, so a slow spell of the shared machine lands on each of
-them alike. Medians over the rounds, with the range.
+them alike, and take them in turn first (before, after; then after, before: ABBA), so that no
+commit always runs first or always follows the other. Medians over the rounds, with the range.
 
 Running a set (the driver of this file; every commit runs with this checkout's bench and
 venv, its server from a clone of the commit, BENCH_OURS_SOURCE):
@@ -189,7 +190,8 @@ def run_set(
     (RESULTS / folder).mkdir(parents=True, exist_ok=True)
     (RESULTS / folder / "order.json").write_text(json.dumps(list(sources)) + "\n")
     for n in range(1, rounds + 1):
-        for label, (source, extra) in sources.items():
+        turn = list(sources.items())
+        for label, (source, extra) in turn if n % 2 else reversed(turn):
             name = f"{folder}/{label}-{n}"
             argv = [sys.executable, "-m", "bench.run", "ours", "--servers", "crdt-state"]
             argv += ["--only", only, "--repeats", "1"]

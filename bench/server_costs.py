@@ -12,12 +12,18 @@
   second in all, spread over the connections, instead of as fast as answered. Each connection
   waits for its answer before its next request, so over many connections paced PATCHes bunch
   behind a commit and share its fsync; the REST workload's PATCH phase (an open-loop client)
-  commits each alone, which `--pace 200 --connections 1` reproduces.
+  commits each alone, which `--pace 200 --connections 1` reproduces;
+- `calls`: Python function calls per request on the server's event-loop thread, counted by
+  cProfile: requests one at a time, 200 a second (each PATCH alone in its commit, as the REST
+  workload's PATCH phase). A count, not a time: the same every round, where CPU per request
+  moves by 10-20 % with the shared machine. It sees no other thread and no native code (the
+  database's work, the kernel's).
 
 Each checkout runs its own server from its own tree with this venv (as bench.before_after):
 
     python -m bench.server_costs restart before=../before,PYTHONPATH=x after=. --rounds 6
     python -m bench.server_costs http before=../before after=. --kind get --rounds 2
+    python -m bench.server_costs calls before=../before after=. --kind patch --rounds 2
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pstats
 import signal
 import statistics
 import subprocess
@@ -46,8 +53,16 @@ POLL_SECONDS = 0.002  # polling a child's readiness: there is no event to wait o
 
 
 class Checkout:
-    def __init__(self, tree: Path, env: dict[str, str], data: Path, auth: bool = False) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        env: dict[str, str],
+        data: Path,
+        auth: bool = False,
+        profile: Path | None = None,
+    ) -> None:
         self.tree, self.data, self.port, self.auth = tree, data, free_port(), auth
+        self.profile = profile  # run under cProfile, its figures written there at exit
         self.headers: dict[str, str] = {}  # what every request carries (its token)
         if auth:
             from crdt_state.auth import mint_token
@@ -64,6 +79,8 @@ class Checkout:
         """Seconds from the spawn to the first /health answer."""
         began = time.monotonic()
         argv = [sys.executable, "-m", "crdt_state", "serve", "--log-level", "warning"]
+        if self.profile is not None:
+            argv[1:1] = ["-m", "cProfile", "-o", str(self.profile)]
         self.process = subprocess.Popen(
             [*argv, *([] if self.auth else ["--dev"]), "--port", str(self.port)],
             cwd=self.tree,
@@ -84,7 +101,9 @@ class Checkout:
         """Seconds from SIGTERM to the process gone."""
         assert self.process is not None
         began = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
+        # Under cProfile, SIGINT: uvicorn re-raises the signal it stopped on, and only an
+        # interrupt (an exception) lets cProfile write its figures on the way out.
+        self.process.send_signal(signal.SIGTERM if self.profile is None else signal.SIGINT)
         self.process.wait(30)
         self.process = None
         return time.monotonic() - began
@@ -197,9 +216,33 @@ def http_cost(
             server.stop()
 
 
+def calls_per_request(
+    tree: Path, env: dict[str, str], kind: str, total: int, *, auth: bool = False
+) -> float:
+    """Python calls per request on the event-loop thread: two servers under cProfile, one sent
+    `total` requests more than the other (both a warm-up of 100); the difference per request."""
+    counts = []
+    for extra in (0, total):
+        with tempfile.TemporaryDirectory() as folder:
+            profile = Path(folder) / "profile"
+            limits = {"CRDT_STATE_RATE_REST": "0"}
+            server = Checkout(tree, {**env, **limits}, Path(folder) / "data", auth, profile)
+            server.start()
+            try:
+                _put_panel(server)
+                statuses: dict[bytes, int] = {}
+                asyncio.run(_requests(server, kind, 100 + extra, statuses, 1 / 200, 0.0))
+                if set(statuses) != {b"200"}:
+                    raise RuntimeError(f"not every answer was 200: {statuses}")
+            finally:
+                server.stop()
+            counts.append(pstats.Stats(str(profile)).total_calls)
+    return (counts[1] - counts[0]) / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["restart", "http"])
+    parser.add_argument("what", choices=["restart", "http", "calls"])
     parser.add_argument("sources", nargs="+", help="label=checkout[,VAR=value...], oldest first")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--kind", choices=["get", "patch"], default="get")
@@ -221,6 +264,9 @@ def main() -> None:
                 stopped, started = restart(tree, env)
                 figures[label].setdefault("stop (s)", []).append(stopped)
                 figures[label].setdefault("start (s)", []).append(started)
+            elif args.what == "calls":
+                calls = calls_per_request(tree, env, args.kind, args.requests, auth=args.auth)
+                figures[label].setdefault(f"calls per {args.kind}", []).append(calls)
             else:
                 cost = http_cost(
                     tree,

@@ -127,7 +127,8 @@ def goal_rows(compare: dict[str, Any], burst: dict[str, Any] | None) -> list[lis
         [
             "a replica killed mid-run: every delivery made, every room converged",
             "20 of 20 runs",
-            "20 of 20 (`make chaos` at 118ff0e, and again at 2c834d8 on 2026-12-04, 327 s; "
+            "20 of 20 (`make chaos` at 118ff0e, at 2c834d8 on 2026-12-04, 327 s, and at "
+            "51b2f60 the same evening, 305 s; "
             "docs/REPLICAS.md; `make test` runs it once)",
             "met",
         ]

@@ -37,7 +37,12 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("SQLite log (worker thread)", ("adapters/sqlite.py", "sqlite3")),
     (
         "thread hand-off (executor submit, loop wake-up)",
-        ("concurrent/futures/", "_write_to_self", "call_soon_threadsafe"),
+        (
+            "concurrent/futures/",
+            "adapters/sqlite_thread.py",
+            "_write_to_self",
+            "call_soon_threadsafe",
+        ),
     ),
     ("socket writes (transport.write)", ("_SelectorSocketTransport.write",)),
     ("socket reads", ("_read_ready",)),
@@ -58,6 +63,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
 IDLE_LEAVES = (
     "EpollSelector.select (selectors.py)",
     "_worker (concurrent/futures/thread.py)",
+    "_serve (adapters/sqlite_thread.py)",  # the SQLite thread waiting for its next call
     "Runner.run (asyncio/runners.py)",
 )
 ENTRY_FILES = ("crdt_state/cli.py", "crdt_state/__main__.py")

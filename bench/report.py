@@ -209,10 +209,12 @@ def header(
         "",
         "Checkouts side by side (each its server from its own tree, alternated rounds):",
         "`python -m bench.before_after run <set> before=<tree> after=<tree>` (the Before /",
-        "after tables), and for two costs the workloads blur, `python -m bench.server_costs",
-        "restart|http before=<tree> after=<tree>`: stop and start times polled every 2 ms, and",
-        "server CPU per GET or durable PATCH with keep-alive connections at the server's pace",
-        "(`--auth` for a JWT on every request, `--rate-limit`, `--pace N` requests a second).",
+        "after tables; each round takes the commits in turn first), and for costs the",
+        "workloads blur, `python -m bench.server_costs restart|http|calls before=<tree>",
+        "after=<tree>`: stop and start times polled every 2 ms; server CPU per GET or durable",
+        "PATCH with keep-alive connections at the server's pace (`--auth` for a JWT on every",
+        "request, `--rate-limit`, `--pace N` requests a second); Python calls per request on",
+        "the event-loop thread (cProfile: a count, the same each round).",
         "",
     ]
     rows = []

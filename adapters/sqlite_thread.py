@@ -58,20 +58,25 @@ class SerialThread:
 
 def _serve(calls: queue.SimpleQueue[_Call | None]) -> None:
     while (call := calls.get()) is not None:
-        work, future, loop = call
-        if future.cancelled():  # nobody waits for it any more: not run, as an executor's
-            continue
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = work()
-        except BaseException as exc:  # handed to the caller, as an executor does
-            error = exc
-        try:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-        except RuntimeError:  # that loop is closed: nobody is left to tell
-            pass
-        del call, work, future, result, error  # not kept alive while the thread waits
+        _run(*call)
+        del call  # not kept alive while the thread waits for the next
+
+
+def _run(
+    work: Callable[[], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+) -> None:
+    if future.cancelled():  # nobody waits for it any more: not run, as an executor's
+        return
+    error: BaseException | None = None
+    result: Any = None
+    try:
+        result = work()
+    except BaseException as exc:  # handed to the caller, as an executor does
+        error = exc
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # that loop is closed: nobody is left to tell
+        pass
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

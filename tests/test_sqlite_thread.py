@@ -96,4 +96,5 @@ def test_an_answer_for_a_loop_that_has_closed_does_not_stop_the_thread() -> None
 
 
 async def _answer(worker: SerialThread) -> int:
-    return await worker.submit(lambda: 1)
+    # Bounded: a thread that died must fail the test, not hang it.
+    return await asyncio.wait_for(worker.submit(lambda: 1), 5)

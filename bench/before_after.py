@@ -189,8 +189,8 @@ def run_set(
     from its source checkout; results into bench/results/<folder>/<label>-<round>.json."""
     (RESULTS / folder).mkdir(parents=True, exist_ok=True)
     (RESULTS / folder / "order.json").write_text(json.dumps(list(sources)) + "\n")
+    turn = list(sources.items())
     for n in range(1, rounds + 1):
-        turn = list(sources.items())
         for label, (source, extra) in turn if n % 2 else reversed(turn):
             name = f"{folder}/{label}-{n}"
             argv = [sys.executable, "-m", "bench.run", "ours", "--servers", "crdt-state"]

@@ -49,6 +49,7 @@ from .machine import process_cpu_seconds
 
 WORKSPACE = "ws"
 PANEL = f"/api/state/{WORKSPACE}/rest-panel"
+CALLS_PACE = 200  # requests a second for `calls`: each PATCH alone in its commit, as the bench
 POLL_SECONDS = 0.002  # polling a child's readiness: there is no event to wait on
 
 
@@ -98,7 +99,7 @@ class Checkout:
                 time.sleep(POLL_SECONDS)
 
     def stop(self) -> float:
-        """Seconds from SIGTERM to the process gone."""
+        """Seconds from the stop signal to the process gone."""
         assert self.process is not None
         began = time.monotonic()
         # Under cProfile, SIGINT: uvicorn re-raises the signal it stopped on, and only an
@@ -231,7 +232,7 @@ def calls_per_request(
             try:
                 _put_panel(server)
                 statuses: dict[bytes, int] = {}
-                asyncio.run(_requests(server, kind, 100 + extra, statuses, 1 / 200, 0.0))
+                asyncio.run(_requests(server, kind, 100 + extra, statuses, 1 / CALLS_PACE, 0.0))
                 if set(statuses) != {b"200"}:
                     raise RuntimeError(f"not every answer was 200: {statuses}")
             finally:

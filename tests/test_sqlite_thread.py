@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 
 from adapters.sqlite_thread import SerialThread
+
+T = TypeVar("T")
 
 
 def _threads(name: str) -> list[threading.Thread]:
@@ -27,7 +31,9 @@ async def test_calls_run_one_after_the_other_in_order_and_answer_their_caller() 
         seen.append(n)
         return n * 10
 
-    answers = await asyncio.gather(*(worker.submit(lambda n=n: call(n)) for n in range(200)))
+    answers = await _within(
+        asyncio.gather(*(worker.submit(lambda n=n: call(n)) for n in range(200)))
+    )
     assert answers == [n * 10 for n in range(200)]
     assert seen == list(range(200))
     assert callers == {_threads("t-order")[0].ident} != {threading.get_ident()}
@@ -36,8 +42,8 @@ async def test_calls_run_one_after_the_other_in_order_and_answer_their_caller() 
         raise ValueError("refused")
 
     with pytest.raises(ValueError, match="refused"):
-        await worker.submit(fail)
-    assert await worker.submit(lambda: "still serving") == "still serving"
+        await _within(worker.submit(fail))
+    assert await _within(worker.submit(lambda: "still serving")) == "still serving"
     worker.stop()
 
 
@@ -50,8 +56,8 @@ async def test_a_call_cancelled_before_the_thread_takes_it_does_not_run() -> Non
     waiting.cancel()
     after = worker.submit(lambda: ran.append("next one"))
     release.set()
-    assert await busy is True
-    await after
+    assert await _within(busy) is True
+    await _within(after)
     assert ran == ["next one"]
     worker.stop()
 
@@ -65,8 +71,8 @@ async def test_after_stop_new_calls_are_refused_and_queued_ones_still_run() -> N
     with pytest.raises(RuntimeError, match="stopped"):
         worker.submit(lambda: None)
     release.set()
-    assert await busy is True
-    assert await queued == "queued before stop"
+    assert await _within(busy) is True
+    assert await _within(queued) == "queued before stop"
     for thread in _threads("t-stop"):
         thread.join(5)
         assert not thread.is_alive()
@@ -96,5 +102,9 @@ def test_an_answer_for_a_loop_that_has_closed_does_not_stop_the_thread() -> None
 
 
 async def _answer(worker: SerialThread) -> int:
-    # Bounded: a thread that died must fail the test, not hang it.
-    return await asyncio.wait_for(worker.submit(lambda: 1), 5)
+    return await _within(worker.submit(lambda: 1))
+
+
+async def _within(waited: Awaitable[T]) -> T:
+    """Bounded: a thread that died must fail the test, not hang it."""
+    return await asyncio.wait_for(waited, 5)
